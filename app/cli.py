@@ -1,0 +1,197 @@
+"""`enhancer`: one console script for the service, the worker, models, training and evaluation."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+# Subcommands that live with their code; each module has `register(subparsers)`.
+COMMAND_MODULES = ["training.cli"]
+
+
+def _apply_data_dir(args: argparse.Namespace) -> None:
+    if getattr(args, "data_dir", None):
+        os.environ["ENHANCER_DATA_DIR"] = str(Path(args.data_dir).expanduser().resolve())
+    from app.core.db import reset_caches
+
+    reset_caches()
+
+
+def _settings():  # type: ignore[no-untyped-def]
+    from app.core.config import get_settings
+
+    return get_settings()
+
+
+def _migrate() -> None:
+    from app.core.migrate import upgrade_database
+
+    settings = _settings()
+    settings.ensure_dirs()
+    upgrade_database(settings.sqlalchemy_url)
+
+
+def _has_model() -> bool:
+    from app.core.db import session_scope
+    from app.crud import active_model_version
+
+    if _settings().model_source:
+        return True
+    with session_scope() as session:
+        return active_model_version(session) is not None
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from app.contract import generated_json_schema, news_metadata_json_schema
+
+    schema = generated_json_schema() if args.generated else news_metadata_json_schema()
+    print(json.dumps(schema, indent=2))
+    return 0
+
+
+def worker_command(*, pool: str = "solo", concurrency: int = 1, loglevel: str = "INFO") -> list[str]:
+    return [
+        sys.executable, "-m", "celery", "-A", "worker.celery_app:celery_app", "worker",
+        f"--pool={pool}", f"--concurrency={concurrency}", f"--loglevel={loglevel}",
+        "-Q", "enhance", "-n", f"enhancer-{os.getpid()}@%h",
+    ]
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    _apply_data_dir(args)
+    _migrate()
+    command = worker_command(pool=args.pool, concurrency=args.concurrency, loglevel=args.loglevel)
+    os.execv(sys.executable, command)
+    return 0  # pragma: no cover
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    _apply_data_dir(args)
+    settings = _settings()
+    print(f"data directory: {settings.data_dir}", flush=True)
+    print(f"database: {settings.sqlalchemy_url.split('@')[-1]}  broker: {settings.celery_broker_url.split('@')[-1]}",
+          flush=True)
+    _migrate()
+    if not _has_model():
+        from worker.model_pull import pull_default_model
+
+        print("no model yet: pulling the default model (once)", flush=True)
+        pull_default_model(settings, activate=True)
+    worker = None
+    if not args.no_worker:
+        worker = subprocess.Popen(worker_command(), env=os.environ.copy())
+    try:
+        from app.main import create_app
+
+        uvicorn.run(create_app(migrate=False), host=args.host, port=args.port, log_level="info")
+    finally:
+        if worker is not None:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    _apply_data_dir(args)
+    _migrate()
+    print("database is at the latest migration")
+    return 0
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    _apply_data_dir(args)
+    _migrate()
+    from worker.tasks import reconcile_once
+
+    print(json.dumps(reconcile_once()))
+    return 0
+
+
+def cmd_model(args: argparse.Namespace) -> int:
+    _apply_data_dir(args)
+    _migrate()
+    from app.core.db import session_scope
+    from app.crud import activate_model_version, list_model_versions
+
+    if args.model_command == "pull":
+        from worker.model_pull import pull_default_model
+
+        pull_default_model(_settings(), activate=args.activate)
+        return 0
+    if args.model_command == "list":
+        with session_scope() as session:
+            for version in list_model_versions(session):
+                mark = "*" if version.active else " "
+                print(f"{mark} {version.id}\t{version.precision}\t{version.created_at:%Y-%m-%d %H:%M}\t{version.path}")
+        return 0
+    if args.model_command == "activate":
+        with session_scope() as session:
+            if activate_model_version(session, version_id=args.version_id) is None:
+                print(f"error: no model version {args.version_id!r} (see `enhancer model list`)", file=sys.stderr)
+                return 2
+        print(f"activated {args.version_id}: workers serve it from their next job")
+        return 0
+    return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="enhancer", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, handler: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        command.set_defaults(handler=handler)
+        command.add_argument("--data-dir", help="data directory (default: $ENHANCER_DATA_DIR or ./data)")
+        return command
+
+    serve = add("serve", cmd_serve, "Run the API and a worker (SQLite + embedded broker by default).")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--no-worker", action="store_true", help="API only (run `enhancer worker` elsewhere)")
+
+    worker = add("worker", cmd_worker, "Run a Celery worker (use with BROKER_URL=redis://... to scale out).")
+    worker.add_argument("--pool", default="solo", choices=["solo", "prefork", "threads"])
+    worker.add_argument("--concurrency", type=int, default=1)
+    worker.add_argument("--loglevel", default="INFO")
+
+    schema = sub.add_parser("schema", help="Print the NewsMetadata JSON Schema.")
+    schema.add_argument("--generated", action="store_true", help="only the model-generated part (decoding schema)")
+    schema.set_defaults(handler=cmd_schema)
+
+    add("migrate", cmd_migrate, "Apply database migrations.")
+    add("reconcile", cmd_reconcile, "Re-send jobs the broker lost and fail jobs out of attempts, once.")
+
+    model = add("model", cmd_model, "Manage model versions.")
+    model_sub = model.add_subparsers(dest="model_command", required=True)
+    pull = model_sub.add_parser("pull", help="Fetch, convert and register the default model (SmolLM2-135M).")
+    pull.add_argument("--activate", action="store_true")
+    model_sub.add_parser("list", help="List registered model versions (* = active).")
+    activate = model_sub.add_parser("activate", help="Serve this version from the next job on.")
+    activate.add_argument("version_id")
+
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    return int(args.handler(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,61 @@
+"""What the e-mail ingester sends: one item, or a batch of items."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+# Generous: the prompt renderer truncates to the model's budget; this only stops abuse.
+MAX_CONTENT_CHARS = 100_000
+MAX_BATCH_ITEMS = 100
+
+NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+
+
+class EnhanceItem(BaseModel):
+    """One news item parsed out of a newsletter e-mail."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="forbid", str_max_length=MAX_CONTENT_CHARS)
+
+    source: Annotated[NonEmpty, StringConstraints(max_length=200)] = Field(
+        description="Newsletter name, e.g. 'TLDR AI'."
+    )
+    subject: Annotated[str, StringConstraints(max_length=1000)] = Field(
+        description="Item headline (or the e-mail subject)."
+    )
+    from_: Annotated[str, StringConstraints(max_length=500)] = Field(alias="from", description="Sender address.")
+    date: datetime = Field(description="Date of the newsletter, ISO 8601.")
+    message_id: Annotated[NonEmpty, StringConstraints(max_length=500)] = Field(
+        description="Message-ID of the e-mail the item came from."
+    )
+    content: Annotated[NonEmpty, StringConstraints(max_length=MAX_CONTENT_CHARS)] = Field(
+        description="Item text: plain text, Markdown or HTML."
+    )
+    url: AnyHttpUrl | None = Field(default=None, description="Canonical link of the story.")
+    links: list[Annotated[str, StringConstraints(max_length=4000)]] = Field(default_factory=list, max_length=500)
+    has_html: bool | None = Field(default=None, description="Whether content is HTML; detected when omitted.")
+
+
+class EnhanceBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[EnhanceItem] = Field(min_length=1, max_length=MAX_BATCH_ITEMS)
+
+
+class EnhanceRequest(BaseModel):
+    """Body of POST /v1/enhance: a single item object, or {"items": [...]}."""
+
+    items: list[EnhanceItem]
+    single: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_or_many(cls, data: object) -> object:
+        if isinstance(data, dict) and "items" in data and "single" not in data:
+            batch = EnhanceBatch.model_validate(data)
+            return {"items": batch.items, "single": False}
+        if isinstance(data, dict) and "single" not in data:
+            return {"items": [EnhanceItem.model_validate(data)], "single": True}
+        return data

@@ -1,0 +1,77 @@
+"""One Settings object; every knob comes from the environment (or a .env file)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_data_dir() -> Path:
+    return Path.cwd() / "data"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(default_factory=_default_data_dir, validation_alias="ENHANCER_DATA_DIR")
+    database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
+    broker_url: str | None = Field(default=None, validation_alias="BROKER_URL")
+
+    # Model runtime
+    model_backend: Literal["openvino", "torch"] = Field(default="openvino", validation_alias="ENHANCER_BACKEND")
+    model_device: str = Field(default="CPU", validation_alias="ENHANCER_DEVICE")
+    model_source: str | None = Field(
+        default=None,
+        validation_alias="ENHANCER_MODEL",
+        description="HF id, local HF directory or .gguf file; the registry's active model when unset.",
+    )
+    weight_precision: Literal["fp32", "fp16", "int8", "int4"] = Field(
+        default="int8", validation_alias="ENHANCER_PRECISION"
+    )
+    max_batch_size: int = Field(default=4, ge=1, le=64, validation_alias="ENHANCER_MAX_BATCH")
+
+    # Jobs
+    job_lease_seconds: int = Field(default=600, ge=5, validation_alias="ENHANCER_JOB_LEASE_SECONDS")
+    job_max_attempts: int = Field(default=3, ge=1, validation_alias="ENHANCER_JOB_MAX_ATTEMPTS")
+    reconcile_interval_seconds: float = Field(default=15.0, gt=0, validation_alias="ENHANCER_RECONCILE_SECONDS")
+    worker_heartbeat_seconds: float = Field(default=5.0, gt=0, validation_alias="ENHANCER_HEARTBEAT_SECONDS")
+
+    # API
+    api_page_max: int = 200
+
+    @field_validator("data_dir", mode="after")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            url = self.database_url
+            # psycopg 3 is the driver we ship.
+            if url.startswith("postgresql://") or url.startswith("postgres://"):
+                url = "postgresql+psycopg://" + url.split("://", 1)[1]
+            return url
+        return f"sqlite:///{self.data_dir / 'enhancer.db'}"
+
+    @property
+    def celery_broker_url(self) -> str:
+        # Embedded default: kombu's SQLAlchemy transport on a SQLite file, so no Redis is needed.
+        return self.broker_url or f"sqla+sqlite:///{self.data_dir / 'broker.db'}"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    def ensure_dirs(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.models_dir.mkdir(parents=True, exist_ok=True)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,318 @@
+"""Small keyword-only data-access functions. The jobs table is the source of truth."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.contract import EnhanceItem
+from app.models import Item, Job, JobStatus, ModelVersion, Record, WorkerHeartbeat, new_id, utcnow
+
+
+def content_sha256(content: str) -> str:
+    return hashlib.sha256(content.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; everything we store is UTC."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# Items and jobs -------------------------------------------------------------------------
+
+
+def find_item(session: Session, *, message_id: str, content_hash: str) -> Item | None:
+    return session.scalars(
+        select(Item).where(Item.message_id == message_id, Item.content_sha256 == content_hash)
+    ).first()
+
+
+def create_item(session: Session, *, item: EnhanceItem) -> Item:
+    row = Item(
+        source=item.source,
+        subject=item.subject,
+        sender=item.from_,
+        date=as_utc(item.date),
+        message_id=item.message_id,
+        content=item.content,
+        content_sha256=content_sha256(item.content),
+        url=str(item.url) if item.url else None,
+        links=list(item.links),
+        has_html=item.has_html,
+    )
+    session.add(row)
+    return row
+
+
+def latest_job_for_item(session: Session, *, item_id: str) -> Job | None:
+    return session.scalars(select(Job).where(Job.item_id == item_id).order_by(Job.created_at.desc())).first()
+
+
+@dataclass
+class SubmittedJob:
+    job: Job
+    created: bool
+
+
+def submit_items(session: Session, *, items: Sequence[EnhanceItem], idempotency_key: str | None = None) -> list[SubmittedJob]:
+    """Persist items and their jobs. A re-sent item (same message_id and content) maps to its job."""
+    submitted: list[SubmittedJob] = []
+    for item in items:
+        existing = find_item(session, message_id=item.message_id, content_hash=content_sha256(item.content))
+        if existing is not None:
+            job = latest_job_for_item(session, item_id=existing.id)
+            if job is not None:
+                submitted.append(SubmittedJob(job, created=False))
+                continue
+            row = existing
+        else:
+            row = create_item(session, item=item)
+            session.flush()
+        job = Job(id=new_id(), item_id=row.id, status=JobStatus.queued, idempotency_key=idempotency_key)
+        session.add(job)
+        submitted.append(SubmittedJob(job, created=True))
+    session.flush()
+    return submitted
+
+
+def get_job(session: Session, *, job_id: str) -> Job | None:
+    return session.get(Job, job_id)
+
+
+def record_for_job(session: Session, *, job_id: str) -> Record | None:
+    return session.scalars(select(Record).where(Record.job_id == job_id)).first()
+
+
+def count_jobs_by_status(session: Session) -> dict[str, int]:
+    rows = session.execute(select(Job.status, func.count()).group_by(Job.status)).all()
+    counts = {status.value: 0 for status in JobStatus}
+    counts.update({status: count for status, count in rows})
+    return counts
+
+
+# Worker side ------------------------------------------------------------------------------
+
+
+def claim_jobs(
+    session: Session, *, job_ids: Sequence[str], claim_token: str, lease_seconds: int, extra: int = 0
+) -> list[Job]:
+    """Atomically move jobs to running under this claim; returns the ones won.
+
+    Claimable: queued, or running with an expired lease (its worker died). `extra` also takes up
+    to that many other queued jobs, oldest first, so one generate call serves a waiting batch.
+    """
+    now = utcnow()
+    claimable = or_(Job.status == JobStatus.queued, and_(Job.status == JobStatus.running, Job.lease_until < now))
+    wanted = list(job_ids)
+    if extra > 0:
+        wanted += session.scalars(
+            select(Job.id)
+            .where(Job.status == JobStatus.queued, Job.id.not_in(wanted))
+            .order_by(Job.created_at)
+            .limit(extra)
+        ).all()
+    if not wanted:
+        return []
+    session.execute(
+        update(Job)
+        .where(Job.id.in_(wanted), claimable)
+        .values(
+            status=JobStatus.running,
+            worker=claim_token,
+            attempts=Job.attempts + 1,
+            started_at=now,
+            lease_until=now + timedelta(seconds=lease_seconds),
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return list(
+        session.scalars(select(Job).where(Job.id.in_(wanted), Job.worker == claim_token, Job.status == JobStatus.running))
+    )
+
+
+def finish_job_succeeded(
+    session: Session,
+    *,
+    job_id: str,
+    claim_token: str,
+    data: dict[str, Any],
+    item: Item,
+    model_version_id: str | None,
+    generation_seconds: float,
+) -> Record | None:
+    """Store the record and close the job in one transaction, only if we still hold the claim."""
+    now = utcnow()
+    won = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.worker == claim_token, Job.status == JobStatus.running)
+        .values(status=JobStatus.succeeded, finished_at=now, updated_at=now, error=None,
+                lease_until=None, model_version_id=model_version_id)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if not won:
+        return None
+    record = Record(
+        job_id=job_id,
+        item_id=item.id,
+        source=item.source,
+        date=item.date,
+        data=data,
+        model_version_id=model_version_id,
+        generation_seconds=generation_seconds,
+    )
+    session.add(record)
+    try:
+        session.flush()
+    except IntegrityError:  # a record for this job exists already: never store two
+        session.rollback()
+        return None
+    return record
+
+
+def finish_job_failed(session: Session, *, job_id: str, claim_token: str, error: str, retry: bool) -> bool:
+    """Fail the job, or put it back in the queue when `retry` (attempts left)."""
+    now = utcnow()
+    values: dict[str, Any] = {"error": error[:4000], "updated_at": now, "lease_until": None}
+    if retry:
+        values.update(status=JobStatus.queued)
+    else:
+        values.update(status=JobStatus.failed, finished_at=now)
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.worker == claim_token, Job.status == JobStatus.running)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)
+
+
+def reconcile_jobs(session: Session, *, max_attempts: int, queued_older_than: timedelta) -> tuple[list[str], list[str]]:
+    """Find work the broker may have lost. Returns (job ids to re-enqueue, job ids failed).
+
+    Running jobs whose lease expired either go back to queued or, out of attempts, fail.
+    Queued jobs untouched for a while are re-sent (duplicates are harmless: claims are atomic).
+    """
+    now = utcnow()
+    expired = session.scalars(
+        select(Job).where(Job.status == JobStatus.running, Job.lease_until < now).with_for_update(skip_locked=True)
+    ).all()
+    failed: list[str] = []
+    requeue: list[str] = []
+    for job in expired:
+        if job.attempts >= max_attempts:
+            job.status = JobStatus.failed
+            job.error = f"worker lost: lease expired on attempt {job.attempts} of {max_attempts}"
+            job.finished_at = now
+            failed.append(job.id)
+        else:
+            job.status = JobStatus.queued
+            job.error = f"worker lost on attempt {job.attempts}; re-queued"
+            requeue.append(job.id)
+        job.lease_until = None
+        job.updated_at = now
+    stale = session.scalars(
+        select(Job.id).where(Job.status == JobStatus.queued, Job.updated_at < now - queued_older_than)
+    ).all()
+    if stale:
+        session.execute(
+            update(Job).where(Job.id.in_(stale)).values(updated_at=now).execution_options(synchronize_session=False)
+        )
+    return requeue + list(stale), failed
+
+
+# Records --------------------------------------------------------------------------------
+
+
+def list_records(
+    session: Session,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    source: str | None = None,
+    topic: str | None = None,
+    entity: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> tuple[list[Record], int]:
+    query = select(Record)
+    if since is not None:
+        query = query.where(Record.date >= as_utc(since))
+    if until is not None:
+        query = query.where(Record.date < as_utc(until))
+    if source:
+        query = query.where(Record.source == source)
+    rows = list(session.scalars(query.order_by(Record.date.desc(), Record.id)))
+    if topic or entity:
+        rows = [r for r in rows if _matches(r.data, topic=topic, entity=entity)]
+    return rows[offset : offset + limit], len(rows)
+
+
+def _matches(data: dict[str, Any], *, topic: str | None, entity: str | None) -> bool:
+    if topic and topic.casefold() not in {t.casefold() for t in data.get("key_topics", [])}:
+        return False
+    return not (entity and entity.casefold() not in {e.casefold() for e in data.get("entities", [])})
+
+
+def get_record(session: Session, *, record_id: str) -> Record | None:
+    return session.get(Record, record_id)
+
+
+# Model registry and workers ---------------------------------------------------------------
+
+
+def active_model_version(session: Session) -> ModelVersion | None:
+    return session.scalars(select(ModelVersion).where(ModelVersion.active.is_(True))).first()
+
+
+def list_model_versions(session: Session) -> list[ModelVersion]:
+    return list(session.scalars(select(ModelVersion).order_by(ModelVersion.created_at)))
+
+
+def register_model_version(session: Session, *, version: ModelVersion, activate: bool = False) -> ModelVersion:
+    existing = session.get(ModelVersion, version.id)
+    if existing is not None:
+        existing.path, existing.manifest = version.path, version.manifest
+        existing.base_model, existing.precision, existing.backend = version.base_model, version.precision, version.backend
+        version = existing
+    else:
+        session.add(version)
+    session.flush()
+    if activate or active_model_version(session) is None:
+        activate_model_version(session, version_id=version.id)
+    return version
+
+
+def activate_model_version(session: Session, *, version_id: str) -> ModelVersion | None:
+    version = session.get(ModelVersion, version_id)
+    if version is None:
+        return None
+    session.execute(update(ModelVersion).values(active=False).execution_options(synchronize_session=False))
+    session.execute(
+        update(ModelVersion).where(ModelVersion.id == version_id).values(active=True)
+        .execution_options(synchronize_session=False)
+    )
+    session.refresh(version)
+    return version
+
+
+def beat(session: Session, *, hostname: str, model_version_id: str | None, jobs_done: int) -> None:
+    row = session.get(WorkerHeartbeat, hostname)
+    if row is None:
+        session.add(WorkerHeartbeat(hostname=hostname, model_version_id=model_version_id, jobs_done=jobs_done))
+    else:
+        row.last_seen, row.model_version_id, row.jobs_done = utcnow(), model_version_id, jobs_done
+
+
+def live_workers(session: Session, *, within_seconds: float) -> list[WorkerHeartbeat]:
+    cutoff = utcnow() - timedelta(seconds=within_seconds)
+    return list(session.scalars(select(WorkerHeartbeat).where(WorkerHeartbeat.last_seen >= cutoff)))

@@ -1,0 +1,92 @@
+"""Builds the FastAPI app."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app import __version__
+from app.api.routes import enhance, health, jobs, records
+from app.core.config import get_settings
+from app.core.migrate import upgrade_database
+
+log = logging.getLogger(__name__)
+
+
+def _describe(errors: list[dict]) -> str:
+    parts = []
+    for error in errors[:5]:
+        loc = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{loc}: {error.get('msg')}")
+    return "; ".join(parts)
+
+
+async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = jsonable_encoder(exc.errors(), custom_encoder={bytes: lambda b: b.decode("utf-8", "replace")})
+    for error in errors:
+        error.pop("input", None)  # do not echo (possibly huge or hostile) input back
+        error.pop("url", None)
+        error.pop("ctx", None)
+    return JSONResponse({"detail": errors, "message": _describe(errors)}, status_code=422)
+
+
+async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    return JSONResponse({"detail": exc.detail, "message": str(exc.detail)}, status_code=exc.status_code,
+                        headers=getattr(exc, "headers", None))
+
+
+async def _unhandled(_: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error")
+    return JSONResponse({"detail": "internal error", "message": type(exc).__name__}, status_code=500)
+
+
+def create_app(*, migrate: bool = True) -> FastAPI:
+    settings = get_settings()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        settings.ensure_dirs()
+        if migrate:
+            upgrade_database(settings.sqlalchemy_url)
+        yield
+
+    app = FastAPI(title="newsletter-enhancer", version=__version__, lifespan=lifespan)
+    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _unhandled)
+    v1 = APIRouter(prefix="/v1")
+    v1.include_router(enhance.router)
+    v1.include_router(jobs.router)
+    v1.include_router(records.router)
+    app.include_router(v1)
+    app.include_router(health.router)
+    _add_request_schemas(app)
+    return app
+
+
+def _add_request_schemas(app: FastAPI) -> None:
+    """The enhance body is parsed by hand (one item or a batch); publish its schemas anyway."""
+    from app.contract import EnhanceItem
+    from app.contract.request import EnhanceBatch
+
+    build = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = build()
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for model in (EnhanceItem, EnhanceBatch):
+                generated = model.model_json_schema(ref_template="#/components/schemas/{model}", by_alias=True)
+                components.update(generated.pop("$defs", {}))
+                components[model.__name__] = generated
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,0 +1,116 @@
+"""SQLAlchemy models: items, jobs, records, model versions, worker heartbeats."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: DateTime(timezone=True), dict[str, Any]: JSON, list[str]: JSON}
+
+
+class JobStatus(StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+
+
+class Item(Base):
+    """A news item as the ingester sent it (kept verbatim: the source of truth for re-runs)."""
+
+    __tablename__ = "items"
+    __table_args__ = (UniqueConstraint("message_id", "content_sha256", name="uq_items_message_content"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    source: Mapped[str] = mapped_column(String(200), index=True)
+    subject: Mapped[str] = mapped_column(Text)
+    sender: Mapped[str] = mapped_column(String(500))
+    date: Mapped[datetime] = mapped_column(index=True)
+    message_id: Mapped[str] = mapped_column(String(500))
+    content: Mapped[str] = mapped_column(Text)
+    content_sha256: Mapped[str] = mapped_column(String(64))
+    url: Mapped[str | None] = mapped_column(Text)
+    links: Mapped[list[str]] = mapped_column(default=list)
+    has_html: Mapped[bool | None] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_status_lease", "status", "lease_until"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    item_id: Mapped[str] = mapped_column(ForeignKey("items.id"), index=True)
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.queued)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    worker: Mapped[str | None] = mapped_column(String(200))
+    model_version_id: Mapped[str | None] = mapped_column(String(64))
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column()
+    finished_at: Mapped[datetime | None] = mapped_column()
+    lease_until: Mapped[datetime | None] = mapped_column()
+
+    item: Mapped[Item] = relationship(lazy="joined")
+
+
+class Record(Base):
+    """Validated metadata for one item: exactly one per succeeded job."""
+
+    __tablename__ = "records"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), unique=True)
+    item_id: Mapped[str] = mapped_column(ForeignKey("items.id"), index=True)
+    source: Mapped[str] = mapped_column(String(200), index=True)
+    date: Mapped[datetime] = mapped_column(index=True)
+    data: Mapped[dict[str, Any]] = mapped_column()
+    model_version_id: Mapped[str | None] = mapped_column(String(64))
+    generation_seconds: Mapped[float | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    reviewed: Mapped[bool] = mapped_column(Boolean, default=False)
+    corrected_data: Mapped[dict[str, Any] | None] = mapped_column()
+    reviewed_at: Mapped[datetime | None] = mapped_column()
+
+    item: Mapped[Item] = relationship(lazy="joined")
+
+
+class ModelVersion(Base):
+    __tablename__ = "model_versions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    path: Mapped[str] = mapped_column(Text)
+    base_model: Mapped[str] = mapped_column(Text)
+    backend: Mapped[str] = mapped_column(String(32), default="openvino")
+    precision: Mapped[str] = mapped_column(String(16), default="int8")
+    manifest: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    active: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WorkerHeartbeat(Base):
+    """Workers write here every few seconds; /readyz and /metrics read it (any broker)."""
+
+    __tablename__ = "worker_heartbeats"
+
+    hostname: Mapped[str] = mapped_column(String(200), primary_key=True)
+    last_seen: Mapped[datetime] = mapped_column(default=utcnow)
+    model_version_id: Mapped[str | None] = mapped_column(String(64))
+    jobs_done: Mapped[int] = mapped_column(Integer, default=0)

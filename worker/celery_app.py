@@ -1,0 +1,58 @@
+"""Celery application. Light on purpose: the API imports it to enqueue, so no torch here."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from app.core.config import get_settings
+
+TASK_ENHANCE = "worker.tasks.enhance_jobs"
+TASK_RECONCILE = "worker.tasks.reconcile"
+QUEUE = "enhance"
+
+
+def make_celery() -> Celery:
+    settings = get_settings()
+    settings.ensure_dirs()
+    app = Celery("enhancer", broker=settings.celery_broker_url, include=["worker.tasks"])
+    app.conf.update(
+        task_default_queue=QUEUE,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        result_backend=None,
+        task_serializer="json",
+        accept_content=["json"],
+        broker_connection_retry_on_startup=True,
+        # The jobs table is the source of truth; a broker outage must not hang the API.
+        broker_connection_timeout=2,
+        broker_connection_max_retries=1,
+        broker_transport_options={
+            # Redis redelivers unacked messages after this; keep it above the longest job.
+            "visibility_timeout": settings.job_lease_seconds * 2,
+            "polling_interval": 0.2,
+        },
+        # Loading a model takes longer than the default 4 s; we load lazily anyway.
+        worker_proc_alive_timeout=120,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+    )
+    return app
+
+
+celery_app = make_celery()
+
+
+def enqueue_jobs(job_ids: list[str], *, countdown: float | None = None) -> bool:
+    """Send job ids to the broker. False when it is unreachable: the reconciler re-sends later."""
+    if not job_ids:
+        return True
+    try:
+        celery_app.send_task(TASK_ENHANCE, args=[job_ids], countdown=countdown, retry=False)
+    except Exception:  # broker down: jobs stay queued in the database and are not lost
+        import logging
+
+        logging.getLogger(__name__).warning("broker unreachable; %d job(s) wait for the reconciler", len(job_ids))
+        return False
+    return True

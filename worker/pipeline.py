@@ -1,0 +1,161 @@
+"""Item -> prompt -> constrained generation -> validated NewsMetadata (or a readable reason)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import lru_cache
+
+import jsonschema
+from pydantic import ValidationError
+
+from app.contract import (
+    GeneratedMetadata,
+    NewsMetadata,
+    PromptItem,
+    derive_fields,
+    generated_json_schema,
+    news_metadata_json_schema,
+    render_prompt,
+)
+from app.contract.derived import DerivedFields
+from app.contract.grounding import dedupe, is_grounded, normalize_text
+from worker.runtime.base import GREEDY, RETRY, GenerationResult, ModelRuntime
+from worker.runtime.schema_budget import retry_schema, token_budget
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ItemInput:
+    source: str
+    headline: str
+    content: str
+    date: datetime | None = None
+    url: str | None = None
+    links: list[str] = field(default_factory=list)
+    has_html: bool | None = None
+
+
+@dataclass
+class EnhanceOutcome:
+    metadata: NewsMetadata | None = None
+    error: str | None = None
+    attempts: int = 0
+    new_tokens: int = 0
+    seconds: float = 0.0
+    entities_generated: int = 0
+    entities_dropped: int = 0
+
+
+class OutputRejected(ValueError):
+    """Model output that is not a valid record; the message is the job's error text."""
+
+
+@lru_cache
+def _record_validator() -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(news_metadata_json_schema())
+
+
+def _derive(item: ItemInput) -> DerivedFields:
+    links = [*item.links, *([item.url] if item.url else [])]
+    return derive_fields(content=item.content, links=links, has_html=item.has_html)
+
+
+def build_prompt(item: ItemInput, derived: DerivedFields, tokenizer: object) -> str:
+    prompt_item = PromptItem(
+        source=item.source,
+        headline=item.headline,
+        text=derived.text,
+        url=item.url,
+        date=item.date.date().isoformat() if item.date else None,
+    )
+    return render_prompt(prompt_item, tokenizer)  # type: ignore[arg-type]
+
+
+def finalize(result: GenerationResult, item: ItemInput, derived: DerivedFields, outcome: EnhanceOutcome) -> NewsMetadata:
+    """Parse, clean (de-duplicate, ground entities), and validate with pydantic and jsonschema."""
+    if result.finish_reason == "length":
+        raise OutputRejected(f"output did not finish within {result.new_tokens} tokens")
+    if result.finish_reason == "repetition":
+        raise OutputRejected("output stopped in a repetition loop")
+    try:
+        data = json.loads(result.text)
+    except json.JSONDecodeError as error:
+        raise OutputRejected(f"output is not JSON ({error.msg} at char {error.pos})") from error
+    if not isinstance(data, dict):
+        raise OutputRejected("output is not a JSON object")
+    for name in ("key_topics", "entities", "categories", "action_items"):
+        if isinstance(data.get(name), list):
+            data[name] = dedupe([str(v) for v in data[name]]) if name != "categories" else list(dict.fromkeys(data[name]))
+    source_text = normalize_text(f"{item.headline}\n{derived.text}")
+    entities = data.get("entities") or []
+    grounded = [entity for entity in entities if is_grounded(entity, source_text)]
+    outcome.entities_generated += len(entities)
+    outcome.entities_dropped += len(entities) - len(grounded)
+    data["entities"] = grounded
+    try:
+        generated = GeneratedMetadata.model_validate(data)
+        record = NewsMetadata(
+            **generated.model_dump(),
+            source=item.source,
+            headline=item.headline,
+            date=item.date,
+            url=item.url,
+            links=derived.links,
+            content_length=derived.content_length,
+            link_count=derived.link_count,
+            word_count=derived.word_count,
+            reading_time_minutes=derived.reading_time_minutes,
+            has_html=derived.has_html,
+        )
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise OutputRejected(f"output failed validation at {where}: {first['msg']}") from error
+    problems = sorted(_record_validator().iter_errors(record.model_dump(mode="json")), key=str)
+    if problems:
+        raise OutputRejected(f"record failed JSON Schema: {problems[0].message}")
+    return record
+
+
+def enhance_items(runtime: ModelRuntime, items: list[ItemInput]) -> list[EnhanceOutcome]:
+    """One batched generate call; rows that fail get a second, differently decoded attempt."""
+    derived = [_derive(item) for item in items]
+    prompts = [build_prompt(item, d, runtime.tokenizer) for item, d in zip(items, derived, strict=True)]
+    outcomes = [EnhanceOutcome() for _ in items]
+    attempts = [
+        (generated_json_schema(), GREEDY, True),
+        (retry_schema(), RETRY, False),
+    ]
+    pending = list(range(len(items)))
+    for schema, sampling, stop_on_repetition in attempts:
+        if not pending:
+            break
+        started = time.perf_counter()
+        results = runtime.generate(
+            [prompts[i] for i in pending],
+            max_new_tokens=token_budget(schema),
+            schema=schema,
+            sampling=sampling,
+            stop_on_repetition=stop_on_repetition,
+        )
+        elapsed = time.perf_counter() - started
+        still_pending = []
+        for index, result in zip(pending, results, strict=True):
+            outcome = outcomes[index]
+            outcome.attempts += 1
+            outcome.new_tokens += result.new_tokens
+            outcome.seconds += elapsed
+            try:
+                outcome.metadata = finalize(result, items[index], derived[index], outcome)
+                outcome.error = None
+            except OutputRejected as error:
+                outcome.error = str(error)
+                log.info("attempt %d rejected: %s", outcome.attempts, error)
+                still_pending.append(index)
+        pending = still_pending
+    return outcomes

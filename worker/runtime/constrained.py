@@ -1,0 +1,99 @@
+"""JSON-schema-constrained decoding with xgrammar, plus a guard against repetition loops."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import torch
+import xgrammar as xgr
+from transformers import LogitsProcessor, StoppingCriteria
+
+from app.contract import JSON_SEPARATORS, generated_json_schema
+
+
+class GrammarCache:
+    """Grammars compiled once per tokenizer and schema; cheap matchers per generate call."""
+
+    def __init__(self, tokenizer: Any, vocab_size: int) -> None:
+        # The padded model vocab, or the tail logits stay unmasked.
+        self.tokenizer_info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size)
+        # xgrammar 0.2.8's compiler cache trips an internal check on long bounded regexes; we cache
+        # compiled grammars ourselves.
+        self.compiler = xgr.GrammarCompiler(self.tokenizer_info, cache_enabled=False)
+        self.vocab_size = vocab_size
+        self._compiled: dict[str, xgr.CompiledGrammar] = {}
+        self.compiled(generated_json_schema())  # fail at load time, not on the first job
+
+    def compiled(self, schema: dict[str, Any]) -> xgr.CompiledGrammar:
+        key = json.dumps(schema)  # not sort_keys: property order is generation order
+        if key not in self._compiled:
+            self._compiled[key] = self.compiler.compile_json_schema(
+                key, any_whitespace=False, separators=JSON_SEPARATORS
+            )
+        return self._compiled[key]
+
+    def processor(self, schema: dict[str, Any], batch_size: int) -> SchemaLogitsProcessor:
+        return SchemaLogitsProcessor(self.compiled(schema), self.vocab_size, batch_size)
+
+
+class SchemaLogitsProcessor(LogitsProcessor):
+    """One matcher per row; rows whose matcher has terminated are left alone (padding)."""
+
+    def __init__(self, compiled: xgr.CompiledGrammar, vocab_size: int, batch_size: int) -> None:
+        self.matchers = [xgr.GrammarMatcher(compiled) for _ in range(batch_size)]
+        self.bitmask = xgr.allocate_token_bitmask(batch_size, vocab_size)
+        self.prompt_length: int | None = None
+        self.rejected = [False] * batch_size
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.prompt_length is None:
+            self.prompt_length = input_ids.shape[1]
+        else:
+            last = input_ids[:, -1].tolist()
+            for row, matcher in enumerate(self.matchers):
+                if not matcher.is_terminated() and not self.rejected[row]:
+                    self.rejected[row] = not matcher.accept_token(last[row])
+        for row, matcher in enumerate(self.matchers):
+            if not matcher.is_terminated() and not self.rejected[row]:
+                matcher.fill_next_token_bitmask(self.bitmask, row)
+        xgr.apply_token_bitmask_inplace(scores, self.bitmask.to(scores.device), vocab_size=scores.shape[-1])
+        return scores
+
+    def finished(self, row: int) -> bool:
+        return self.matchers[row].is_terminated()
+
+
+class RepetitionGuard(StoppingCriteria):
+    """Stops a row whose tail is the same n-gram repeated `repeats` times (a degenerate loop)."""
+
+    def __init__(
+        self, prompt_length: int, *, max_period: int = 24, repeats: int = 6, min_span: int = 16
+    ) -> None:
+        self.prompt_length = prompt_length
+        self.max_period = max_period
+        self.repeats = repeats
+        # "0000000" is a number, not a loop: short periods must repeat over a longer span.
+        self.min_span = min_span
+        self.tripped: set[int] = set()
+
+    def _loops(self, tokens: list[int]) -> bool:
+        for period in range(1, self.max_period + 1):
+            span = max(period * self.repeats, self.min_span)
+            if len(tokens) < span:
+                break
+            tail = tokens[-span:]
+            unit = tail[-period:]
+            if all(tail[i] == unit[i % period] for i in range(span)):
+                return True
+        return False
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        window = max(self.max_period * self.repeats, self.min_span)
+        tails = input_ids[:, max(self.prompt_length, input_ids.shape[1] - window) :].tolist()
+        for row, tokens in enumerate(tails):
+            if self._loops(tokens):
+                self.tripped.add(row)
+                done[row] = True
+        return done

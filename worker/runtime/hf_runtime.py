@@ -1,0 +1,86 @@
+"""Generation through the transformers `generate()` API: shared by the torch and OpenVINO backends.
+
+optimum-intel's OVModelForCausalLM implements the same `generate()`, so one code path serves both
+and the constrained-decoding processor is identical across them.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+from transformers import LogitsProcessorList, StoppingCriteriaList
+
+from worker.runtime.base import GREEDY, GenerationResult, RuntimeInfo, SamplingParams
+from worker.runtime.constrained import GrammarCache, RepetitionGuard
+
+
+class HFGenerateRuntime:
+    def __init__(self, model: Any, tokenizer: Any, info: RuntimeInfo, vocab_size: int) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.info = info
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.eos_token_ids = self._eos_ids()
+        self.grammars = GrammarCache(tokenizer, vocab_size)
+
+    def _eos_ids(self) -> list[int]:
+        ids = {self.tokenizer.eos_token_id}
+        generation_config = getattr(self.model, "generation_config", None)
+        configured = getattr(generation_config, "eos_token_id", None)
+        if isinstance(configured, int):
+            ids.add(configured)
+        elif isinstance(configured, list):
+            ids.update(configured)
+        return sorted(i for i in ids if i is not None)
+
+    def generate(
+        self,
+        prompts: list[str],
+        *,
+        max_new_tokens: int,
+        schema: dict[str, Any] | None = None,
+        sampling: SamplingParams = GREEDY,
+        stop_on_repetition: bool = True,
+    ) -> list[GenerationResult]:
+        started = time.perf_counter()
+        encoded = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        prompt_length = encoded["input_ids"].shape[1]
+        processors = LogitsProcessorList()
+        schema_processor = self.grammars.processor(schema, len(prompts)) if schema is not None else None
+        if schema_processor is not None:
+            processors.append(schema_processor)
+        guard = RepetitionGuard(prompt_length)
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": max_new_tokens,
+            "logits_processor": processors,
+            "stopping_criteria": StoppingCriteriaList([guard] if stop_on_repetition else []),
+            "pad_token_id": self.tokenizer.pad_token_id,
+            "eos_token_id": self.eos_token_ids,
+            "do_sample": sampling.do_sample,
+        }
+        if sampling.do_sample:
+            torch.manual_seed(sampling.seed)
+            kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p)
+        if sampling.repetition_penalty != 1.0:
+            kwargs["repetition_penalty"] = sampling.repetition_penalty
+        with torch.inference_mode():
+            output = self.model.generate(**encoded, **kwargs)
+        elapsed = time.perf_counter() - started
+        results: list[GenerationResult] = []
+        eos = set(self.eos_token_ids)
+        for row in range(len(prompts)):
+            new_ids = output[row, prompt_length:].tolist()
+            end = next((i for i, token in enumerate(new_ids) if token in eos), None)
+            if end is not None:
+                reason, new_ids = "stop", new_ids[:end]
+            else:
+                while new_ids and new_ids[-1] == self.tokenizer.pad_token_id:
+                    new_ids.pop()
+                reason = "repetition" if row in guard.tripped else "length"
+            text = self.tokenizer.decode(new_ids, skip_special_tokens=True)
+            results.append(GenerationResult(text=text, new_tokens=len(new_ids), finish_reason=reason, seconds=elapsed))
+        return results

@@ -1,0 +1,177 @@
+"""Model sources (HF id, local HF directory, local .gguf, OpenVINO IR) -> a ready runtime."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from worker.runtime.base import ModelRuntime, RuntimeInfo
+
+log = logging.getLogger(__name__)
+
+SourceKind = Literal["hf_id", "hf_dir", "gguf", "openvino_ir", "registry"]
+OV_MODEL_FILE = "openvino_model.xml"
+MANIFEST_FILE = "manifest.json"
+REGISTRY_HF_DIR = "hf"
+
+
+class ModelSourceError(ValueError):
+    """The model source cannot be used; the message says why."""
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    kind: SourceKind
+    location: str
+
+    @property
+    def name(self) -> str:
+        return Path(self.location).name if self.kind != "hf_id" else self.location
+
+
+def classify_source(source: str) -> ModelSource:
+    path = Path(source).expanduser()
+    if path.is_file():
+        if path.suffix.lower() == ".gguf":
+            return ModelSource("gguf", str(path.resolve()))
+        raise ModelSourceError(f"{source}: a model file must be a .gguf")
+    if path.is_dir():
+        if (path / MANIFEST_FILE).exists() and (path / REGISTRY_HF_DIR).is_dir():
+            return ModelSource("registry", str(path.resolve()))
+        if (path / OV_MODEL_FILE).exists():
+            return ModelSource("openvino_ir", str(path.resolve()))
+        if (path / "config.json").exists():
+            return ModelSource("hf_dir", str(path.resolve()))
+        raise ModelSourceError(f"{source}: directory has neither config.json nor {OV_MODEL_FILE}")
+    if source.startswith((".", "/", "~")) or source.count("/") > 1 or source.endswith(".gguf"):
+        raise ModelSourceError(f"{source}: no such file or directory")
+    return ModelSource("hf_id", source)
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def gguf_to_hf_dir(gguf_path: Path, cache_dir: Path) -> Path:
+    """Dequantise a .gguf once into a HF directory (transformers loads GGUF as fp32)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target = cache_dir / f"gguf-{_file_digest(gguf_path)[:16]}"
+    if (target / "config.json").exists():
+        return target
+    log.info("converting %s to a transformers directory (once)", gguf_path.name)
+    tmp = target.with_suffix(".tmp")
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    tmp.rename(target)
+    return target
+
+
+def ensure_hf_dir(source: ModelSource, cache_dir: Path) -> str:
+    """A location `from_pretrained` accepts: HF id or directory."""
+    if source.kind == "gguf":
+        return str(gguf_to_hf_dir(Path(source.location), cache_dir))
+    if source.kind == "openvino_ir":
+        raise ModelSourceError(f"{source.location} is OpenVINO IR; the torch backend needs HF weights")
+    if source.kind == "registry":
+        return str(Path(source.location) / REGISTRY_HF_DIR)
+    return source.location
+
+
+def openvino_dir_for(source: ModelSource, cache_dir: Path, precision: str) -> Path:
+    """Where this source's IR at `precision` lives; registry versions keep theirs beside the manifest."""
+    if source.kind == "registry":
+        return Path(source.location) / f"openvino-{precision}"
+    return cache_dir / f"ov-{precision}-{_source_key(source)}"
+
+
+def export_openvino(hf_location: str, target: Path, precision: str) -> Path:
+    """Export HF weights to OpenVINO IR (+ tokenizer) at the given weight precision."""
+    from optimum.intel import OVModelForCausalLM, OVWeightQuantizationConfig
+    from transformers import AutoTokenizer
+
+    if (target / OV_MODEL_FILE).exists():
+        return target
+    kwargs: dict[str, object] = {}
+    if precision == "int8":
+        kwargs["quantization_config"] = OVWeightQuantizationConfig(bits=8)
+    elif precision == "int4":
+        kwargs["quantization_config"] = OVWeightQuantizationConfig(bits=4, group_size=-1, ratio=1.0)
+    else:
+        kwargs["load_in_8bit"] = False
+    log.info("exporting %s to OpenVINO IR (%s)", hf_location, precision)
+    tmp = target.with_suffix(".tmp")
+    model = OVModelForCausalLM.from_pretrained(hf_location, export=True, compile=False, **kwargs)
+    if precision == "fp16":
+        model.half()
+    model.save_pretrained(tmp)
+    AutoTokenizer.from_pretrained(hf_location).save_pretrained(tmp)
+    tmp.rename(target)
+    return target
+
+
+def _source_key(source: ModelSource) -> str:
+    return hashlib.sha256(f"{source.kind}:{source.location}".encode()).hexdigest()[:16]
+
+
+def load_torch(source: ModelSource, cache_dir: Path) -> ModelRuntime:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from worker.runtime.hf_runtime import HFGenerateRuntime
+
+    started = time.perf_counter()
+    location = ensure_hf_dir(source, cache_dir)
+    tokenizer = AutoTokenizer.from_pretrained(location)
+    model = AutoModelForCausalLM.from_pretrained(location, dtype=torch.float32)
+    model.eval()
+    info = RuntimeInfo(source.name, "torch", "cpu", "fp32", load_seconds=time.perf_counter() - started)
+    return HFGenerateRuntime(model, tokenizer, info, vocab_size=model.config.vocab_size)
+
+
+def load_openvino(source: ModelSource, cache_dir: Path, *, device: str, precision: str) -> ModelRuntime:
+    from optimum.intel import OVModelForCausalLM
+    from transformers import AutoTokenizer
+
+    from worker.runtime.hf_runtime import HFGenerateRuntime
+
+    started = time.perf_counter()
+    if source.kind == "openvino_ir":
+        ir_dir = Path(source.location)
+    else:
+        hf_location = ensure_hf_dir(source, cache_dir)
+        ir_dir = export_openvino(hf_location, openvino_dir_for(source, cache_dir, precision), precision)
+    ov_config = {"PERFORMANCE_HINT": "LATENCY", "CACHE_DIR": str(cache_dir / "ov-cache")}
+    try:
+        model = OVModelForCausalLM.from_pretrained(ir_dir, device=device, ov_config=ov_config)
+    except Exception as error:  # GPU driver missing or device busy: serve on CPU rather than not at all
+        if device.upper() == "CPU":
+            raise
+        log.warning("OpenVINO device %s unavailable (%s); falling back to CPU", device, error)
+        device = "CPU"
+        model = OVModelForCausalLM.from_pretrained(ir_dir, device=device, ov_config=ov_config)
+    tokenizer = AutoTokenizer.from_pretrained(ir_dir)
+    info = RuntimeInfo(source.name, "openvino", device, precision, load_seconds=time.perf_counter() - started)
+    return HFGenerateRuntime(model, tokenizer, info, vocab_size=model.config.vocab_size)
+
+
+def load_runtime(
+    source: str, *, backend: str = "openvino", device: str = "CPU", precision: str = "int8", cache_dir: Path
+) -> ModelRuntime:
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    model_source = classify_source(source)
+    if backend == "torch":
+        return load_torch(model_source, cache_dir)
+    if backend == "openvino":
+        return load_openvino(model_source, cache_dir, device=device, precision=precision)
+    raise ModelSourceError(f"unknown backend {backend!r}: use openvino or torch")
