@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import logging
 import os
 import signal
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+
+from app.core.logging import configure_logging, uvicorn_log_config
 
 # Subcommands that live with their code; each module has `register(subparsers)`.
 COMMAND_MODULES = ["training.cli"]
@@ -93,7 +94,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         from app.main import create_app
 
-        uvicorn.run(create_app(migrate=False), host=args.host, port=args.port, log_level="info")
+        uvicorn.run(create_app(migrate=False), host=args.host, port=args.port, log_level="info",
+                    log_config=uvicorn_log_config())
     finally:
         if worker is not None:
             worker.send_signal(signal.SIGTERM)
@@ -176,10 +178,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     model = add("model", cmd_model, "Manage model versions.")
     model_sub = model.add_subparsers(dest="model_command", required=True)
-    pull = model_sub.add_parser("pull", help="Fetch, convert and register the default model (SmolLM2-135M).")
+    data_dir = argparse.ArgumentParser(add_help=False)
+    data_dir.add_argument("--data-dir", help=argparse.SUPPRESS)
+    pull = model_sub.add_parser(
+        "pull", parents=[data_dir], help="Fetch, convert and register the default model (SmolLM2-135M)."
+    )
     pull.add_argument("--activate", action="store_true")
-    model_sub.add_parser("list", help="List registered model versions (* = active).")
-    activate = model_sub.add_parser("activate", help="Serve this version from the next job on.")
+    model_sub.add_parser("list", parents=[data_dir], help="List registered model versions (* = active).")
+    activate = model_sub.add_parser("activate", parents=[data_dir], help="Serve this version from the next job on.")
     activate.add_argument("version_id")
 
     for module_name in COMMAND_MODULES:
@@ -188,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()  # text, or JSON lines with ENHANCER_LOG_FORMAT=json
     args = build_parser().parse_args(argv)
     return int(args.handler(args) or 0)
 

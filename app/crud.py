@@ -305,12 +305,21 @@ def activate_model_version(session: Session, *, version_id: str) -> ModelVersion
     return version
 
 
-def beat(session: Session, *, hostname: str, model_version_id: str | None, jobs_done: int) -> None:
+def beat(
+    session: Session,
+    *,
+    hostname: str,
+    model_version_id: str | None,
+    jobs_done: int,
+    stats: dict[str, Any] | None = None,
+) -> None:
     row = session.get(WorkerHeartbeat, hostname)
     if row is None:
-        session.add(WorkerHeartbeat(hostname=hostname, model_version_id=model_version_id, jobs_done=jobs_done))
+        row = WorkerHeartbeat(hostname=hostname, model_version_id=model_version_id, jobs_done=jobs_done)
+        session.add(row)
     else:
         row.last_seen, row.model_version_id, row.jobs_done = utcnow(), model_version_id, jobs_done
+    row.stats = stats
 
 
 def live_workers(session: Session, *, within_seconds: float) -> list[WorkerHeartbeat]:

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import __version__
+from app.api.metrics import install_metrics
 from app.api.routes import enhance, health, jobs, records
 from app.core.config import get_settings
 from app.core.migrate import upgrade_database
@@ -67,6 +68,7 @@ def create_app(*, migrate: bool = True) -> FastAPI:
     v1.include_router(records.router)
     app.include_router(v1)
     app.include_router(health.router)
+    install_metrics(app)
     _add_request_schemas(app)
     return app
 

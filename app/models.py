@@ -114,3 +114,4 @@ class WorkerHeartbeat(Base):
     last_seen: Mapped[datetime] = mapped_column(default=utcnow)
     model_version_id: Mapped[str | None] = mapped_column(String(64))
     jobs_done: Mapped[int] = mapped_column(Integer, default=0)
+    stats: Mapped[dict[str, Any] | None] = mapped_column()  # worker/stats.py snapshot, for /metrics

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from celery import Celery
 
 from app.core.config import get_settings
@@ -11,10 +13,18 @@ TASK_RECONCILE = "worker.tasks.reconcile"
 QUEUE = "enhance"
 
 
-def make_celery() -> Celery:
+def _transport_options(broker_url: str, lease_seconds: int) -> dict[str, object]:
+    if broker_url.startswith("sqla+"):
+        return {}  # kombu hands these to create_engine(); it takes no transport knobs
+    # Redis redelivers unacked messages after this; keep it above the longest job.
+    return {"visibility_timeout": lease_seconds * 2, "polling_interval": 0.2}
+
+
+def make_celery(broker_url: str | None = None) -> Celery:
     settings = get_settings()
     settings.ensure_dirs()
-    app = Celery("enhancer", broker=settings.celery_broker_url, include=["worker.tasks"])
+    broker_url = broker_url or settings.celery_broker_url
+    app = Celery("enhancer", broker=broker_url, include=["worker.tasks"])
     app.conf.update(
         task_default_queue=QUEUE,
         task_acks_late=True,
@@ -28,11 +38,7 @@ def make_celery() -> Celery:
         # The jobs table is the source of truth; a broker outage must not hang the API.
         broker_connection_timeout=2,
         broker_connection_max_retries=1,
-        broker_transport_options={
-            # Redis redelivers unacked messages after this; keep it above the longest job.
-            "visibility_timeout": settings.job_lease_seconds * 2,
-            "polling_interval": 0.2,
-        },
+        broker_transport_options=_transport_options(broker_url, settings.job_lease_seconds),
         # Loading a model takes longer than the default 4 s; we load lazily anyway.
         worker_proc_alive_timeout=120,
         worker_hijack_root_logger=False,
@@ -44,12 +50,18 @@ def make_celery() -> Celery:
 celery_app = make_celery()
 
 
+@lru_cache(maxsize=4)
+def _producer(broker_url: str) -> Celery:
+    """The app that sends: follows the current settings (tests and CLIs switch data dirs)."""
+    return celery_app if broker_url == celery_app.conf.broker_url else make_celery(broker_url)
+
+
 def enqueue_jobs(job_ids: list[str], *, countdown: float | None = None) -> bool:
     """Send job ids to the broker. False when it is unreachable: the reconciler re-sends later."""
     if not job_ids:
         return True
     try:
-        celery_app.send_task(TASK_ENHANCE, args=[job_ids], countdown=countdown, retry=False)
+        _producer(get_settings().celery_broker_url).send_task(TASK_ENHANCE, args=[job_ids], countdown=countdown, retry=False)
     except Exception:  # broker down: jobs stay queued in the database and are not lost
         import logging
 

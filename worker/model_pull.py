@@ -68,8 +68,7 @@ def pull_default_model(settings: Settings, *, model: PackagedModel = DEFAULT_MOD
     hf_dir = version_dir / REGISTRY_HF_DIR
     if not (hf_dir / "config.json").exists():
         started = _step("converting GGUF to a transformers directory")
-        converted = gguf_to_hf_dir(gguf, settings.models_dir / "cache")
-        shutil.copytree(converted, hf_dir, dirs_exist_ok=True)
+        gguf_to_hf_dir(gguf, hf_dir)
         _step(f"converted in {time.perf_counter() - started:.0f} s")
     precision = settings.weight_precision
     started = _step(f"exporting to OpenVINO IR ({precision})")

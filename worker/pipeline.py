@@ -20,6 +20,7 @@ from app.contract import (
     generated_json_schema,
     news_metadata_json_schema,
     render_prompt,
+    strip_tracking,
 )
 from app.contract.derived import DerivedFields
 from app.contract.grounding import dedupe, is_grounded, normalize_text
@@ -104,7 +105,7 @@ def finalize(result: GenerationResult, item: ItemInput, derived: DerivedFields, 
             source=item.source,
             headline=item.headline,
             date=item.date,
-            url=item.url,
+            url=strip_tracking(item.url) if item.url else None,
             links=derived.links,
             content_length=derived.content_length,
             link_count=derived.link_count,

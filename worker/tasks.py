@@ -12,13 +12,16 @@ from celery.signals import worker_ready, worker_shutdown
 
 from app.core.config import get_settings
 from app.core.db import session_scope
-from app.crud import beat, claim_jobs, finish_job_failed, finish_job_succeeded, reconcile_jobs
+from app.core.logging import use_json_on_celery_loggers
+from app.crud import as_utc, beat, claim_jobs, finish_job_failed, finish_job_succeeded, reconcile_jobs
 from app.models import new_id
 from worker.celery_app import TASK_ENHANCE, TASK_RECONCILE, celery_app, enqueue_jobs
 from worker.model_holder import ModelHolder
 from worker.pipeline import EnhanceOutcome, ItemInput, enhance_items
+from worker.stats import WORKER_STATS
 
 log = logging.getLogger("worker.jobs")
+use_json_on_celery_loggers()  # ENHANCER_LOG_FORMAT=json
 
 HOSTNAME = f"{socket.gethostname()}:{__import__('os').getpid()}"
 _holder: ModelHolder | None = None
@@ -38,7 +41,7 @@ def _item_input(job) -> ItemInput:  # type: ignore[no-untyped-def]
         source=item.source,
         headline=item.subject,
         content=item.content,
-        date=item.date,
+        date=as_utc(item.date),
         url=item.url,
         links=list(item.links or []),
         has_html=item.has_html,
@@ -69,12 +72,15 @@ def enhance_jobs(job_ids: list[str]) -> dict[str, int]:
     try:
         loaded = model_holder().get()
         version_id = loaded.version_id
+        WORKER_STATS.model_loaded(loaded)
         outcomes = enhance_items(loaded.runtime, [c[3] for c in claimed])
     except Exception as error:  # model could not load or generate: retry with backoff, then fail
         log.exception("model call failed for %d job(s)", len(claimed))
         model_failure = True
         outcomes = [EnhanceOutcome(error=f"model error: {type(error).__name__}: {error}") for _ in claimed]
     elapsed = time.perf_counter() - started
+    if not model_failure:
+        WORKER_STATS.batch_done(outcomes, elapsed)
     succeeded = 0
     for (job_id, attempt, item, _), outcome in zip(claimed, outcomes, strict=True):
         with session_scope() as session:
@@ -114,7 +120,7 @@ def reconcile_once() -> dict[str, int]:
         requeue, failed = reconcile_jobs(
             session,
             max_attempts=settings.job_max_attempts,
-            queued_older_than=timedelta(seconds=settings.job_lease_seconds),
+            queued_older_than=timedelta(seconds=settings.requeue_after_seconds),
         )
     for job_id in failed:
         log.info("job %s failed: lease expired and no attempts left", job_id)
@@ -137,7 +143,8 @@ class Housekeeper(threading.Thread):
         while not self.stopped.is_set():
             try:
                 with session_scope() as session:
-                    beat(session, hostname=HOSTNAME, model_version_id=model_holder().current_version, jobs_done=_jobs_done)
+                    beat(session, hostname=HOSTNAME, model_version_id=model_holder().current_version,
+                         jobs_done=_jobs_done, stats=WORKER_STATS.snapshot())
                 if time.monotonic() - last_reconcile >= settings.reconcile_interval_seconds:
                     last_reconcile = time.monotonic()
                     reconcile_once()
@@ -157,7 +164,7 @@ def _start_housekeeping(**_: object) -> None:
 
     def preload() -> None:
         try:
-            model_holder().get()
+            WORKER_STATS.model_loaded(model_holder().get())
         except Exception as error:  # jobs will report it; the worker stays up to serve a later model
             log.warning("model not loaded at start: %s", error)
 

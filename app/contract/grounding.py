@@ -31,5 +31,5 @@ def dedupe(values: list[str]) -> list[str]:
         key = normalize_text(value)
         if key and key not in seen:
             seen.add(key)
-            kept.append(value.strip())
+            kept.append(value)
     return kept

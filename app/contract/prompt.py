@@ -42,9 +42,8 @@ def _user_message(item: PromptItem) -> str:
     text = item.text.strip()
     if len(text) > MAX_PROMPT_TEXT_CHARS:
         text = text[:MAX_PROMPT_TEXT_CHARS].rsplit(" ", 1)[0] + " ..."
+    # No date line: small base models copy it into every field.
     lines = [f"Source: {item.source}", f"Headline: {item.headline}"]
-    if item.date:
-        lines.append(f"Date: {item.date}")
     if item.url:
         lines.append(f"Link: {item.url}")
     lines += ["", text]

@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     # Jobs
     job_lease_seconds: int = Field(default=600, ge=5, validation_alias="ENHANCER_JOB_LEASE_SECONDS")
     job_max_attempts: int = Field(default=3, ge=1, validation_alias="ENHANCER_JOB_MAX_ATTEMPTS")
+    # A job queued this long was probably never delivered (broker down at submit, Redis restarted).
+    requeue_after_seconds: int = Field(default=60, ge=1, validation_alias="ENHANCER_REQUEUE_AFTER_SECONDS")
     reconcile_interval_seconds: float = Field(default=15.0, gt=0, validation_alias="ENHANCER_RECONCILE_SECONDS")
     worker_heartbeat_seconds: float = Field(default=5.0, gt=0, validation_alias="ENHANCER_HEARTBEAT_SECONDS")
 

@@ -60,27 +60,54 @@ def _file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def gguf_to_hf_dir(gguf_path: Path, cache_dir: Path) -> Path:
-    """Dequantise a .gguf once into a HF directory (transformers loads GGUF as fp32)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def _gguf_special_token_ids(gguf_path: Path) -> dict[str, int]:
+    import gguf
 
-    target = cache_dir / f"gguf-{_file_digest(gguf_path)[:16]}"
+    reader = gguf.GGUFReader(gguf_path)
+    ids = {}
+    for role in ("bos", "eos", "unk", "pad"):
+        key = f"tokenizer.ggml.{'unknown' if role == 'unk' else 'padding' if role == 'pad' else role}_token_id"
+        field = reader.fields.get(key)
+        if field is not None:
+            ids[role] = int(field.parts[field.data[0]][0])
+    return ids
+
+
+def gguf_to_hf_dir(gguf_path: Path, target: Path) -> Path:
+    """Dequantise a .gguf once into a HF directory (transformers loads GGUF as fp32).
+
+    The tokenizer is loaded as a fast byte-level tokenizer (AutoTokenizer picks a sentencepiece
+    class for llama GGUFs and decodes 'Ġ' literally), with special tokens taken from the GGUF.
+    """
+    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
     if (target / "config.json").exists():
         return target
     log.info("converting %s to a transformers directory (once)", gguf_path.name)
-    tmp = target.with_suffix(".tmp")
-    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    tmp = target.with_name(target.name + ".tmp")
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    special = _gguf_special_token_ids(gguf_path)
+    for role, token_id in special.items():
+        setattr(tokenizer, f"{role}_token", tokenizer.convert_ids_to_tokens(token_id))
     model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    if "eos" in special:
+        model.generation_config.eos_token_id = special["eos"]
+        model.generation_config.pad_token_id = special.get("pad", special["eos"])
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     tmp.rename(target)
     return target
 
 
+def gguf_cache_dir(gguf_path: Path, cache_dir: Path) -> Path:
+    return cache_dir / f"gguf-{_file_digest(gguf_path)[:16]}"
+
+
 def ensure_hf_dir(source: ModelSource, cache_dir: Path) -> str:
     """A location `from_pretrained` accepts: HF id or directory."""
     if source.kind == "gguf":
-        return str(gguf_to_hf_dir(Path(source.location), cache_dir))
+        gguf_path = Path(source.location)
+        return str(gguf_to_hf_dir(gguf_path, gguf_cache_dir(gguf_path, cache_dir)))
     if source.kind == "openvino_ir":
         raise ModelSourceError(f"{source.location} is OpenVINO IR; the torch backend needs HF weights")
     if source.kind == "registry":
@@ -110,7 +137,7 @@ def export_openvino(hf_location: str, target: Path, precision: str) -> Path:
     else:
         kwargs["load_in_8bit"] = False
     log.info("exporting %s to OpenVINO IR (%s)", hf_location, precision)
-    tmp = target.with_suffix(".tmp")
+    tmp = target.with_name(target.name + ".tmp")
     model = OVModelForCausalLM.from_pretrained(hf_location, export=True, compile=False, **kwargs)
     if precision == "fp16":
         model.half()
