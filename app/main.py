@@ -14,9 +14,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import __version__
 from app.api.metrics import install_metrics
-from app.api.routes import enhance, health, jobs, records
+from app.api.routes import corrections, enhance, export, health, jobs, records
 from app.core.config import get_settings
 from app.core.migrate import upgrade_database
+from app.web.routes import router as review_router
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +67,11 @@ def create_app(*, migrate: bool = True) -> FastAPI:
     v1.include_router(enhance.router)
     v1.include_router(jobs.router)
     v1.include_router(records.router)
+    v1.include_router(corrections.router)
+    v1.include_router(export.router)
     app.include_router(v1)
     app.include_router(health.router)
+    app.include_router(review_router)
     install_metrics(app)
     _add_request_schemas(app)
     return app

@@ -1,0 +1,192 @@
+"""The review page (/review): browse records, read one beside its source text, correct and label it.
+
+Server-rendered (Jinja2), no JavaScript needed. Corrections go through the same validation as
+`PUT /v1/records/{id}/correction`; an invalid one is shown again with inline errors and nothing
+is saved.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from app.contract import CATEGORIES, GeneratedMetadata, html_to_text
+from app.contract.metadata import Sentiment, Urgency
+from app.core.db import session_scope
+from app.corrections import (
+    CorrectionInvalid,
+    clear_correction,
+    form_to_correction,
+    save_correction,
+    validate_correction,
+)
+from app.crud import get_record
+from app.record_query import RecordFilter, RecordRow, distinct_sources, get_row, page_records
+
+PAGE_SIZE = 25
+FILTER_FIELDS = ("since", "until", "source", "topic", "entity", "reviewed")
+
+templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+router = APIRouter(prefix="/review", include_in_schema=False)
+
+
+def _parse_day(value: str, name: str, errors: dict[str, str]) -> datetime | None:
+    if not value:
+        return None
+    try:
+        if len(value) == 10:  # a date from <input type=date>: the whole day counts
+            return datetime.combine(date.fromisoformat(value), time.min)
+        return datetime.fromisoformat(value)
+    except ValueError:
+        errors[name] = f"{name} must be a date such as 2025-10-16"
+        return None
+
+
+def _filter_args(request: Request) -> dict[str, str]:
+    return {name: request.query_params.get(name, "").strip()[:200] for name in FILTER_FIELDS}
+
+
+def _filters(args: dict[str, str], errors: dict[str, str]) -> RecordFilter:
+    since = _parse_day(args["since"], "since", errors)
+    until = _parse_day(args["until"], "until", errors)
+    if until is not None and len(args["until"]) == 10:
+        until = until.replace(hour=23, minute=59, second=59, microsecond=999999)  # inclusive end day
+    reviewed = {"yes": True, "no": False}.get(args["reviewed"])
+    try:
+        return RecordFilter(
+            since=since, until=until, source=args["source"] or None, topic=args["topic"] or None,
+            entity=args["entity"] or None, reviewed=reviewed,
+        )  # fmt: skip
+    except ValueError as error:
+        errors["until"] = str(error)
+        return RecordFilter(source=args["source"] or None, reviewed=reviewed)
+
+
+def _query(args: dict[str, str], **extra: Any) -> str:
+    values = {k: v for k, v in {**args, **extra}.items() if v not in ("", None)}
+    return urlencode(values)
+
+
+@router.get("", response_class=HTMLResponse)
+def review_list(request: Request) -> Response:
+    args = _filter_args(request)
+    errors: dict[str, str] = {}
+    filters = _filters(args, errors)
+    try:
+        page = max(1, int(request.query_params.get("page", "1")))
+    except ValueError:
+        page = 1
+    result = page_records(filters, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
+    with session_scope() as session:
+        sources = distinct_sources(session)
+    pages = max(1, -(-result.total // PAGE_SIZE))
+    context = {
+        "args": args,
+        "errors": errors,
+        "rows": result.rows,
+        "total": result.total,
+        "page": page,
+        "pages": pages,
+        "sources": sources,
+        "query": _query(args),
+        "prev_query": _query(args, page=page - 1) if page > 1 else None,
+        "next_query": _query(args, page=page + 1) if page < pages else None,
+    }
+    status = 422 if errors else 200
+    return templates.TemplateResponse(request, "review_list.html", context, status_code=status)
+
+
+def _form_values(metadata: dict[str, Any]) -> dict[str, Any]:
+    """Metadata as the form shows it: list fields one entry per line."""
+    return {
+        "summary": metadata.get("summary", ""),
+        "key_topics": "\n".join(metadata.get("key_topics", [])),
+        "entities": "\n".join(metadata.get("entities", [])),
+        "categories": list(metadata.get("categories", [])),
+        "sentiment": metadata.get("sentiment", ""),
+        "urgency_level": metadata.get("urgency_level", ""),
+        "relevance_score": metadata.get("relevance_score", ""),
+        "action_items": "\n".join(metadata.get("action_items", [])),
+    }
+
+
+def _render_record(
+    request: Request,
+    row: RecordRow,
+    *,
+    values: dict[str, Any],
+    errors: dict[str, list[str]] | None = None,
+    status_code: int = 200,
+) -> Response:
+    args = _filter_args(request)
+    source_text = row.content or ""
+    if row.has_html:
+        source_text = html_to_text(source_text, is_html=True)
+    context = {
+        "row": row,
+        "values": values,
+        "errors": errors or {},
+        "source_text": source_text,
+        "model_output": {name: row.data.get(name) for name in GeneratedMetadata.model_fields},
+        "categories": CATEGORIES,
+        "sentiments": [s.value for s in Sentiment],
+        "urgencies": [u.value for u in Urgency],
+        "query": _query(args),
+        "saved": request.query_params.get("saved"),
+    }
+    return templates.TemplateResponse(request, "review_record.html", context, status_code=status_code)
+
+
+def _row_or_404(record_id: str) -> RecordRow:
+    row = get_row(record_id)
+    if row is None:
+        raise HTTPException(status_code=404, detail=f"record {record_id} not found")
+    return row
+
+
+@router.get("/records/{record_id}", response_class=HTMLResponse)
+def review_record(request: Request, record_id: str) -> Response:
+    row = _row_or_404(record_id)
+    return _render_record(request, row, values=_form_values(row.metadata))
+
+
+def _same_origin(request: Request) -> bool:
+    """Browsers send Origin on form posts: refuse posts another site's page makes us send."""
+    origin = request.headers.get("origin")
+    if not origin or origin == "null":
+        return True
+    return urlsplit(origin).netloc == request.headers.get("host", "")
+
+
+@router.post("/records/{record_id}", response_class=HTMLResponse)
+async def review_save(request: Request, record_id: str) -> Response:
+    if not _same_origin(request):
+        raise HTTPException(status_code=403, detail="cross-site form post refused")
+    form = await request.form()
+    row = _row_or_404(record_id)
+    args = _filter_args(request)
+    if form.get("action") == "revert":
+        with session_scope() as session:
+            record = get_record(session, record_id=record_id)
+            if record is not None:
+                clear_correction(session, record=record)
+        target = f"/review/records/{record_id}?{_query(args, saved='reverted')}"
+        return RedirectResponse(target, status_code=303)
+    payload = form_to_correction(form, getlist=form.getlist)
+    try:
+        metadata = validate_correction(payload)
+    except CorrectionInvalid as invalid:
+        values = {**payload, **{k: form.get(k, "") for k in ("key_topics", "entities", "action_items")}}
+        return _render_record(request, row, values=values, errors=invalid.by_field(), status_code=422)
+    with session_scope() as session:
+        record = get_record(session, record_id=record_id)
+        if record is None:
+            raise HTTPException(status_code=404, detail=f"record {record_id} not found")
+        save_correction(session, record=record, metadata=metadata)
+    return RedirectResponse(f"/review/records/{record_id}?{_query(args, saved='1')}", status_code=303)
