@@ -60,9 +60,19 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 def worker_command(*, pool: str = "solo", concurrency: int = 1, loglevel: str = "INFO") -> list[str]:
     return [
-        sys.executable, "-m", "celery", "-A", "worker.celery_app:celery_app", "worker",
-        f"--pool={pool}", f"--concurrency={concurrency}", f"--loglevel={loglevel}",
-        "-Q", "enhance", "-n", f"enhancer-{os.getpid()}@%h",
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.celery_app:celery_app",
+        "worker",
+        f"--pool={pool}",
+        f"--concurrency={concurrency}",
+        f"--loglevel={loglevel}",
+        "-Q",
+        "enhance",
+        "-n",
+        f"enhancer-{os.getpid()}@%h",
     ]
 
 
@@ -80,8 +90,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _apply_data_dir(args)
     settings = _settings()
     print(f"data directory: {settings.data_dir}", flush=True)
-    print(f"database: {settings.sqlalchemy_url.split('@')[-1]}  broker: {settings.celery_broker_url.split('@')[-1]}",
-          flush=True)
+    database, broker = settings.sqlalchemy_url.split("@")[-1], settings.celery_broker_url.split("@")[-1]
+    print(f"database: {database}  broker: {broker}", flush=True)
     _migrate()
     if not _has_model():
         from worker.model_pull import pull_default_model
@@ -94,8 +104,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         from app.main import create_app
 
-        uvicorn.run(create_app(migrate=False), host=args.host, port=args.port, log_level="info",
-                    log_config=uvicorn_log_config())
+        uvicorn.run(
+            create_app(migrate=False),
+            host=args.host,
+            port=args.port,
+            log_level="info",
+            log_config=uvicorn_log_config(),
+        )
     finally:
         if worker is not None:
             worker.send_signal(signal.SIGTERM)
@@ -137,12 +152,16 @@ def cmd_model(args: argparse.Namespace) -> int:
         with session_scope() as session:
             for version in list_model_versions(session):
                 mark = "*" if version.active else " "
-                print(f"{mark} {version.id}\t{version.precision}\t{version.created_at:%Y-%m-%d %H:%M}\t{version.path}")
+                created = f"{version.created_at:%Y-%m-%d %H:%M}"
+                print(f"{mark} {version.id}\t{version.precision}\t{created}\t{version.path}")
         return 0
     if args.model_command == "activate":
         with session_scope() as session:
             if activate_model_version(session, version_id=args.version_id) is None:
-                print(f"error: no model version {args.version_id!r} (see `enhancer model list`)", file=sys.stderr)
+                print(
+                    f"error: no model version {args.version_id!r} (see `enhancer model list`)",
+                    file=sys.stderr,
+                )
                 return 2
         print(f"activated {args.version_id}: workers serve it from their next job")
         return 0
@@ -153,7 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="enhancer", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def add(name: str, handler: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
+    def add(
+        name: str, handler: Callable[[argparse.Namespace], int], help_text: str
+    ) -> argparse.ArgumentParser:
         command = sub.add_parser(name, help=help_text, description=help_text)
         command.set_defaults(handler=handler)
         command.add_argument("--data-dir", help="data directory (default: $ENHANCER_DATA_DIR or ./data)")
@@ -170,7 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--loglevel", default="INFO")
 
     schema = sub.add_parser("schema", help="Print the NewsMetadata JSON Schema.")
-    schema.add_argument("--generated", action="store_true", help="only the model-generated part (decoding schema)")
+    schema.add_argument(
+        "--generated", action="store_true", help="only the model-generated part (decoding schema)"
+    )
     schema.set_defaults(handler=cmd_schema)
 
     add("migrate", cmd_migrate, "Apply database migrations.")
@@ -185,7 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pull.add_argument("--activate", action="store_true")
     model_sub.add_parser("list", parents=[data_dir], help="List registered model versions (* = active).")
-    activate = model_sub.add_parser("activate", parents=[data_dir], help="Serve this version from the next job on.")
+    activate = model_sub.add_parser(
+        "activate", parents=[data_dir], help="Serve this version from the next job on."
+    )
     activate.add_argument("version_id")
 
     for module_name in COMMAND_MODULES:

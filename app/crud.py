@@ -6,14 +6,19 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import CursorResult, Executable, and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.contract import EnhanceItem
 from app.models import Item, Job, JobStatus, ModelVersion, Record, WorkerHeartbeat, new_id, utcnow
+
+
+def _rowcount(session: Session, statement: Executable) -> int:
+    result = session.execute(statement)
+    return cast(CursorResult[Any], result).rowcount
 
 
 def content_sha256(content: str) -> str:
@@ -63,7 +68,9 @@ class SubmittedJob:
     created: bool
 
 
-def submit_items(session: Session, *, items: Sequence[EnhanceItem], idempotency_key: str | None = None) -> list[SubmittedJob]:
+def submit_items(
+    session: Session, *, items: Sequence[EnhanceItem], idempotency_key: str | None = None
+) -> list[SubmittedJob]:
     """Persist items and their jobs. A re-sent item (same message_id and content) maps to its job."""
     submitted: list[SubmittedJob] = []
     for item in items:
@@ -111,7 +118,9 @@ def claim_jobs(
     to that many other queued jobs, oldest first, so one generate call serves a waiting batch.
     """
     now = utcnow()
-    claimable = or_(Job.status == JobStatus.queued, and_(Job.status == JobStatus.running, Job.lease_until < now))
+    claimable = or_(
+        Job.status == JobStatus.queued, and_(Job.status == JobStatus.running, Job.lease_until < now)
+    )
     wanted = list(job_ids)
     if extra > 0:
         wanted += session.scalars(
@@ -136,7 +145,9 @@ def claim_jobs(
         .execution_options(synchronize_session=False)
     )
     return list(
-        session.scalars(select(Job).where(Job.id.in_(wanted), Job.worker == claim_token, Job.status == JobStatus.running))
+        session.scalars(
+            select(Job).where(Job.id.in_(wanted), Job.worker == claim_token, Job.status == JobStatus.running)
+        )
     )
 
 
@@ -152,13 +163,20 @@ def finish_job_succeeded(
 ) -> Record | None:
     """Store the record and close the job in one transaction, only if we still hold the claim."""
     now = utcnow()
-    won = session.execute(
+    won = _rowcount(
+        session,
         update(Job)
         .where(Job.id == job_id, Job.worker == claim_token, Job.status == JobStatus.running)
-        .values(status=JobStatus.succeeded, finished_at=now, updated_at=now, error=None,
-                lease_until=None, model_version_id=model_version_id)
-        .execution_options(synchronize_session=False)
-    ).rowcount
+        .values(
+            status=JobStatus.succeeded,
+            finished_at=now,
+            updated_at=now,
+            error=None,
+            lease_until=None,
+            model_version_id=model_version_id,
+        )
+        .execution_options(synchronize_session=False),
+    )
     if not won:
         return None
     record = Record(
@@ -187,16 +205,20 @@ def finish_job_failed(session: Session, *, job_id: str, claim_token: str, error:
         values.update(status=JobStatus.queued)
     else:
         values.update(status=JobStatus.failed, finished_at=now)
-    result = session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.worker == claim_token, Job.status == JobStatus.running)
-        .values(**values)
-        .execution_options(synchronize_session=False)
+    return bool(
+        _rowcount(
+            session,
+            update(Job)
+            .where(Job.id == job_id, Job.worker == claim_token, Job.status == JobStatus.running)
+            .values(**values)
+            .execution_options(synchronize_session=False),
+        )
     )
-    return bool(result.rowcount)
 
 
-def reconcile_jobs(session: Session, *, max_attempts: int, queued_older_than: timedelta) -> tuple[list[str], list[str]]:
+def reconcile_jobs(
+    session: Session, *, max_attempts: int, queued_older_than: timedelta
+) -> tuple[list[str], list[str]]:
     """Find work the broker may have lost. Returns (job ids to re-enqueue, job ids failed).
 
     Running jobs whose lease expired either go back to queued or, out of attempts, fail.
@@ -204,7 +226,9 @@ def reconcile_jobs(session: Session, *, max_attempts: int, queued_older_than: ti
     """
     now = utcnow()
     expired = session.scalars(
-        select(Job).where(Job.status == JobStatus.running, Job.lease_until < now).with_for_update(skip_locked=True)
+        select(Job)
+        .where(Job.status == JobStatus.running, Job.lease_until < now)
+        .with_for_update(skip_locked=True)
     ).all()
     failed: list[str] = []
     requeue: list[str] = []
@@ -225,7 +249,10 @@ def reconcile_jobs(session: Session, *, max_attempts: int, queued_older_than: ti
     ).all()
     if stale:
         session.execute(
-            update(Job).where(Job.id.in_(stale)).values(updated_at=now).execution_options(synchronize_session=False)
+            update(Job)
+            .where(Job.id.in_(stale))
+            .values(updated_at=now)
+            .execution_options(synchronize_session=False)
         )
     return requeue + list(stale), failed
 
@@ -278,11 +305,17 @@ def list_model_versions(session: Session) -> list[ModelVersion]:
     return list(session.scalars(select(ModelVersion).order_by(ModelVersion.created_at)))
 
 
-def register_model_version(session: Session, *, version: ModelVersion, activate: bool = False) -> ModelVersion:
+def register_model_version(
+    session: Session, *, version: ModelVersion, activate: bool = False
+) -> ModelVersion:
     existing = session.get(ModelVersion, version.id)
     if existing is not None:
         existing.path, existing.manifest = version.path, version.manifest
-        existing.base_model, existing.precision, existing.backend = version.base_model, version.precision, version.backend
+        existing.base_model, existing.precision, existing.backend = (
+            version.base_model,
+            version.precision,
+            version.backend,
+        )
         version = existing
     else:
         session.add(version)
@@ -298,7 +331,9 @@ def activate_model_version(session: Session, *, version_id: str) -> ModelVersion
         return None
     session.execute(update(ModelVersion).values(active=False).execution_options(synchronize_session=False))
     session.execute(
-        update(ModelVersion).where(ModelVersion.id == version_id).values(active=True)
+        update(ModelVersion)
+        .where(ModelVersion.id == version_id)
+        .values(active=True)
         .execution_options(synchronize_session=False)
     )
     session.refresh(version)

@@ -63,7 +63,9 @@ def database_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
 
 
 @pytest.fixture
-def service_env(tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+def service_env(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[dict[str, str]]:
     """Environment for an isolated service: its own data dir, the tiny model, fast timers.
 
     Tests that want PostgreSQL or Redis add DATABASE_URL / BROKER_URL before starting things.
@@ -124,7 +126,9 @@ class WorkerProcess:
                 raise RuntimeError(f"worker exited with {self.process.returncode}:\n{self.output()}")
             try:
                 with session_scope() as session:
-                    if any(str(self.process.pid) in w.hostname for w in live_workers(session, within_seconds=5)):
+                    if any(
+                        str(self.process.pid) in w.hostname for w in live_workers(session, within_seconds=5)
+                    ):
                         return
             except Exception:
                 pass
@@ -151,8 +155,8 @@ def start_worker(tmp_path: Path) -> Iterator:
     workers: list[WorkerProcess] = []
 
     def start(env: dict[str, str], name: str = "w1", ready: bool = True) -> WorkerProcess:
-        from app.core.migrate import upgrade_database
         from app.core.config import get_settings
+        from app.core.migrate import upgrade_database
 
         get_settings().ensure_dirs()
         upgrade_database(get_settings().sqlalchemy_url)
@@ -167,7 +171,9 @@ def start_worker(tmp_path: Path) -> Iterator:
         worker.stop()
 
 
-def wait_for_jobs(client, job_ids: list[str], timeout: float = 120, headers: dict | None = None) -> list[dict]:  # type: ignore[no-untyped-def]
+def wait_for_jobs(
+    client, job_ids: list[str], timeout: float = 120, headers: dict | None = None
+) -> list[dict]:  # type: ignore[no-untyped-def]
     """Poll GET /v1/jobs/{id} until every job is succeeded or failed."""
     deadline = time.monotonic() + timeout
     while True:

@@ -82,8 +82,16 @@ def test_render_target_is_compact_ordered_json_that_round_trips() -> None:
 
 def test_news_metadata_schema_validates_a_full_record() -> None:
     record = NewsMetadata(
-        **VALID, source="TLDR AI", headline="h", date=None, links=[], content_length=1, link_count=0,
-        word_count=1, reading_time_minutes=1, has_html=False,
+        **VALID,
+        source="TLDR AI",
+        headline="h",
+        date=None,
+        links=[],
+        content_length=1,
+        link_count=0,
+        word_count=1,
+        reading_time_minutes=1,
+        has_html=False,
     )
     jsonschema.validate(record.model_dump(mode="json"), news_metadata_json_schema())
 
@@ -166,7 +174,14 @@ def test_retry_schema_is_a_sub_schema_of_the_contract() -> None:
 
 def test_enhance_item_requires_fields_and_accepts_from_alias() -> None:
     item = EnhanceItem.model_validate(
-        {"source": "s", "subject": "h", "from": "a@b", "date": "2025-01-01T00:00:00Z", "message_id": "m", "content": "c"}
+        {
+            "source": "s",
+            "subject": "h",
+            "from": "a@b",
+            "date": "2025-01-01T00:00:00Z",
+            "message_id": "m",
+            "content": "c",
+        }
     )
     assert item.from_ == "a@b"
     with pytest.raises(ValidationError) as error:

@@ -19,18 +19,27 @@ from tests.conftest import REDIS_URL, apply_env, wait_for_jobs
 
 
 def _schema() -> dict:
-    out = subprocess.run([sys.executable, "-m", "app.cli", "schema"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "app.cli", "schema"], capture_output=True, text=True, check=True
+    )
     return json.loads(out.stdout)
 
 
 @pytest.mark.parametrize("broker", ["embedded", "redis"])
-def test_items_become_valid_records(service_env, database_url, broker, monkeypatch, start_worker, seed_items) -> None:
+def test_items_become_valid_records(
+    service_env, database_url, broker, monkeypatch, start_worker, seed_items
+) -> None:
     redis_db = f"{REDIS_URL}/{9 if database_url else 8}"
     if broker == "redis":
         import redis
 
         redis.Redis.from_url(redis_db).flushdb()
-    apply_env(monkeypatch, service_env, DATABASE_URL=database_url, BROKER_URL=redis_db if broker == "redis" else None)
+    apply_env(
+        monkeypatch,
+        service_env,
+        DATABASE_URL=database_url,
+        BROKER_URL=redis_db if broker == "redis" else None,
+    )
     start_worker(service_env)
     items = seed_items[:3]
     with TestClient(create_app()) as client:
@@ -55,7 +64,9 @@ def test_items_become_valid_records(service_env, database_url, broker, monkeypat
         assert client.get("/readyz").status_code == 200
 
 
-def test_failing_model_ends_in_failed_job_with_reason(service_env, monkeypatch, start_worker, seed_items, tmp_path) -> None:
+def test_failing_model_ends_in_failed_job_with_reason(
+    service_env, monkeypatch, start_worker, seed_items, tmp_path
+) -> None:
     broken = tmp_path / "broken-model"
     broken.mkdir()
     (broken / "config.json").write_text("{}")
@@ -70,7 +81,9 @@ def test_failing_model_ends_in_failed_job_with_reason(service_env, monkeypatch, 
     assert job["record_id"] is None
 
 
-def test_jobs_queued_while_no_worker_runs_are_done_when_one_starts(service_env, monkeypatch, start_worker, seed_items) -> None:
+def test_jobs_queued_while_no_worker_runs_are_done_when_one_starts(
+    service_env, monkeypatch, start_worker, seed_items
+) -> None:
     apply_env(monkeypatch, service_env)
     with TestClient(create_app()) as client:
         job_ids = [client.post("/v1/enhance", json=item).json()["jobs"][0]["id"] for item in seed_items[3:5]]

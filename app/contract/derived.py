@@ -40,7 +40,9 @@ class _TextExtractor(HTMLParser):
     """HTML to text; drops script/style/head content, keeps hrefs."""
 
     _SKIP = frozenset({"script", "style", "head", "noscript", "template", "svg"})
-    _BLOCK = frozenset({"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "table", "ul", "ol"})
+    _BLOCK = frozenset(
+        {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "table", "ul", "ol"}
+    )
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
@@ -108,7 +110,9 @@ def _clean_link(url: str) -> str | None:
         return None
 
 
-def derive_fields(*, content: str, links: list[str] | None = None, has_html: bool | None = None) -> DerivedFields:
+def derive_fields(
+    *, content: str, links: list[str] | None = None, has_html: bool | None = None
+) -> DerivedFields:
     """Everything about an item that code can know for certain."""
     is_html = looks_like_html(content) if has_html is None else has_html
     text, hrefs = _extract(content, is_html)

@@ -69,6 +69,8 @@ def render_prompt(item: PromptItem, tokenizer: ChatTokenizer | None) -> str:
     return PLAIN_TEMPLATE.format(system=messages[0]["content"], user=messages[1]["content"])
 
 
-def render_training_example(item: PromptItem, target: Any, tokenizer: ChatTokenizer | None) -> tuple[str, str]:
+def render_training_example(
+    item: PromptItem, target: Any, tokenizer: ChatTokenizer | None
+) -> tuple[str, str]:
     """(prompt, completion): loss goes on the completion only. EOS is appended by the caller."""
     return render_prompt(item, tokenizer), render_target(target)

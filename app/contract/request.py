@@ -25,7 +25,9 @@ class EnhanceItem(BaseModel):
     subject: Annotated[str, StringConstraints(max_length=1000)] = Field(
         description="Item headline (or the e-mail subject)."
     )
-    from_: Annotated[str, StringConstraints(max_length=500)] = Field(alias="from", description="Sender address.")
+    from_: Annotated[str, StringConstraints(max_length=500)] = Field(
+        alias="from", description="Sender address."
+    )
     date: datetime = Field(description="Date of the newsletter, ISO 8601.")
     message_id: Annotated[NonEmpty, StringConstraints(max_length=500)] = Field(
         description="Message-ID of the e-mail the item came from."
@@ -34,7 +36,9 @@ class EnhanceItem(BaseModel):
         description="Item text: plain text, Markdown or HTML."
     )
     url: AnyHttpUrl | None = Field(default=None, description="Canonical link of the story.")
-    links: list[Annotated[str, StringConstraints(max_length=4000)]] = Field(default_factory=list, max_length=500)
+    links: list[Annotated[str, StringConstraints(max_length=4000)]] = Field(
+        default_factory=list, max_length=500
+    )
     has_html: bool | None = Field(default=None, description="Whether content is HTML; detected when omitted.")
 
 

@@ -22,7 +22,9 @@ class Settings(BaseSettings):
     broker_url: str | None = Field(default=None, validation_alias="BROKER_URL")
 
     # Model runtime
-    model_backend: Literal["openvino", "torch"] = Field(default="openvino", validation_alias="ENHANCER_BACKEND")
+    model_backend: Literal["openvino", "torch"] = Field(
+        default="openvino", validation_alias="ENHANCER_BACKEND"
+    )
     model_device: str = Field(default="CPU", validation_alias="ENHANCER_DEVICE")
     model_source: str | None = Field(
         default=None,
@@ -39,7 +41,9 @@ class Settings(BaseSettings):
     job_max_attempts: int = Field(default=3, ge=1, validation_alias="ENHANCER_JOB_MAX_ATTEMPTS")
     # A job queued this long was probably never delivered (broker down at submit, Redis restarted).
     requeue_after_seconds: int = Field(default=60, ge=1, validation_alias="ENHANCER_REQUEUE_AFTER_SECONDS")
-    reconcile_interval_seconds: float = Field(default=15.0, gt=0, validation_alias="ENHANCER_RECONCILE_SECONDS")
+    reconcile_interval_seconds: float = Field(
+        default=15.0, gt=0, validation_alias="ENHANCER_RECONCILE_SECONDS"
+    )
     worker_heartbeat_seconds: float = Field(default=5.0, gt=0, validation_alias="ENHANCER_HEARTBEAT_SECONDS")
 
     # API

@@ -31,7 +31,10 @@ def parse_enhance_body(body: Any) -> tuple[list[EnhanceItem], bool]:
         return [EnhanceItem.model_validate(body)], True
     except ValidationError as error:
         raise RequestValidationError(
-            [{**e, "loc": ("body", *e["loc"])} for e in error.errors(include_url=False, include_context=False)]
+            [
+                {**e, "loc": ("body", *e["loc"])}
+                for e in error.errors(include_url=False, include_context=False)
+            ]
         ) from None
 
 
@@ -40,7 +43,9 @@ def parse_enhance_body(body: Any) -> tuple[list[EnhanceItem], bool]:
     status_code=status.HTTP_202_ACCEPTED,
     response_model=EnhanceAccepted,
     responses={422: {"model": ErrorOut, "description": "The body is not a valid item or batch"}},
-    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": _REQUEST_SCHEMA}}}},
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _REQUEST_SCHEMA}}}
+    },
 )
 async def enhance(request: Request, response: Response, session: SessionDep) -> EnhanceAccepted:
     """Queue one enhancement job per item. Re-sent items map to their existing jobs."""

@@ -45,4 +45,6 @@ def readyz(session: SessionDep, settings: SettingsDep) -> JSONResponse:
     except Exception as error:
         workers, checks["workers"] = [], f"{type(error).__name__}: {error}"
     ready = checks["database"] == "ok" and ok and bool(workers)
-    return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503)
+    return JSONResponse(
+        {"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503
+    )

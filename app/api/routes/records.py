@@ -26,7 +26,14 @@ def read_records(
     if since and until and since >= until:
         raise HTTPException(status_code=422, detail="since must be before until")
     rows, total = list_records(
-        session, since=since, until=until, source=source, topic=topic, entity=entity, limit=limit, offset=offset
+        session,
+        since=since,
+        until=until,
+        source=source,
+        topic=topic,
+        entity=entity,
+        limit=limit,
+        offset=offset,
     )
     return RecordPage(items=[RecordOut.from_row(r) for r in rows], total=total, limit=limit, offset=offset)
 
