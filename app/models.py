@@ -119,3 +119,14 @@ class WorkerHeartbeat(Base):
     model_version_id: Mapped[str | None] = mapped_column(String(64))
     jobs_done: Mapped[int] = mapped_column(Integer, default=0)
     stats: Mapped[dict[str, Any] | None] = mapped_column()  # worker/stats.py snapshot, for /metrics
+
+
+class IdempotencyKey(Base):
+    """An `Idempotency-Key` header seen on POST /v1/enhance: a retry with it gets the same jobs."""
+
+    __tablename__ = "idempotency_keys"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    request_sha256: Mapped[str] = mapped_column(String(64))
+    job_ids: Mapped[list[str]] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.contract.request import MAX_BATCH_ITEMS, MAX_CONTENT_CHARS
+
 
 def _default_data_dir() -> Path:
     return Path.cwd() / "data"
@@ -48,6 +50,19 @@ class Settings(BaseSettings):
 
     # API
     api_page_max: int = 200
+    # Comma-separated keys; when unset, the key in <data dir>/api_key (`enhancer serve` creates it).
+    api_keys: str | None = Field(default=None, validation_alias="ENHANCER_API_KEYS")
+    # Limits (docs/reliability.md). Item limits can only tighten the contract's own bounds.
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, validation_alias="ENHANCER_MAX_BODY_BYTES")
+    max_batch_items: int = Field(
+        default=MAX_BATCH_ITEMS, ge=1, le=MAX_BATCH_ITEMS, validation_alias="ENHANCER_MAX_BATCH_ITEMS"
+    )
+    max_item_chars: int = Field(
+        default=MAX_CONTENT_CHARS, ge=1, le=MAX_CONTENT_CHARS, validation_alias="ENHANCER_MAX_ITEM_CHARS"
+    )
+    max_queued_jobs: int = Field(default=10_000, ge=1, validation_alias="ENHANCER_MAX_QUEUED_JOBS")
+    queue_full_retry_after_seconds: int = Field(default=30, ge=1, validation_alias="ENHANCER_QUEUE_RETRY_AFTER")
+    idempotency_ttl_hours: float = Field(default=24.0, gt=0, validation_alias="ENHANCER_IDEMPOTENCY_TTL_HOURS")
 
     @field_validator("data_dir", mode="after")
     @classmethod
@@ -68,6 +83,10 @@ class Settings(BaseSettings):
     def celery_broker_url(self) -> str:
         # Embedded default: kombu's SQLAlchemy transport on a SQLite file, so no Redis is needed.
         return self.broker_url or f"sqla+sqlite:///{self.data_dir / 'broker.db'}"
+
+    @property
+    def api_key_file(self) -> Path:
+        return self.data_dir / "api_key"
 
     @property
     def models_dir(self) -> Path:
