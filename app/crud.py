@@ -8,12 +8,22 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Executable, and_, func, or_, select, update
+from sqlalchemy import CursorResult, Executable, and_, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.contract import EnhanceItem
-from app.models import Item, Job, JobStatus, ModelVersion, Record, WorkerHeartbeat, new_id, utcnow
+from app.models import (
+    IdempotencyKey,
+    Item,
+    Job,
+    JobStatus,
+    ModelVersion,
+    Record,
+    WorkerHeartbeat,
+    new_id,
+    utcnow,
+)
 
 
 def _rowcount(session: Session, statement: Executable) -> int:
@@ -89,6 +99,38 @@ def submit_items(
         submitted.append(SubmittedJob(job, created=True))
     session.flush()
     return submitted
+
+
+def count_queued_jobs(session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(Job).where(Job.status == JobStatus.queued)) or 0
+
+
+def jobs_by_ids(session: Session, *, job_ids: Sequence[str]) -> list[Job]:
+    """The jobs, in the order asked for."""
+    rows = {job.id: job for job in session.scalars(select(Job).where(Job.id.in_(job_ids)))}
+    return [rows[job_id] for job_id in job_ids if job_id in rows]
+
+
+def find_idempotency_key(session: Session, *, key: str, max_age: timedelta) -> IdempotencyKey | None:
+    """The stored use of this Idempotency-Key, or None; a use older than max_age is forgotten."""
+    row = session.get(IdempotencyKey, key)
+    if row is not None and as_utc(row.created_at) < utcnow() - max_age:  # type: ignore[operator]
+        session.delete(row)
+        session.flush()
+        return None
+    return row
+
+
+def save_idempotency_key(
+    session: Session, *, key: str, request_sha256: str, job_ids: list[str], max_age: timedelta
+) -> None:
+    session.execute(
+        delete(IdempotencyKey)
+        .where(IdempotencyKey.created_at < utcnow() - max_age)
+        .execution_options(synchronize_session=False)
+    )
+    session.add(IdempotencyKey(key=key, request_sha256=request_sha256, job_ids=job_ids))
+    session.flush()
 
 
 def get_job(session: Session, *, job_id: str) -> Job | None:
