@@ -1,0 +1,350 @@
+"""LoRA fine-tuning on Tinker: the `tinker` SDK does the training remotely, we get a PEFT adapter back.
+
+Flow (tinker 0.38): ServiceClient -> create_lora_training_client(base_model, rank) -> per batch
+forward_backward([Datum], "cross_entropy") with per-token weights + optim_step(AdamParams) ->
+forward() on the validation set each epoch -> save_state (resumable on Tinker) ->
+save_weights_external -> RestClient.get_external_weights_urls -> download -> convert Tinker's tensor
+names into a PEFT adapter (training.tinker_adapter) -> close the session.
+
+Tinker's cross_entropy is a sum of -logprob * weight over target tokens; the loss we report is that
+sum divided by the summed weights (mean loss per trained token), like the local backend's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import IO, Any
+
+from training.tinker_adapter import TinkerAdapterError, convert_tinker_adapter
+from training.types import TokenizedExample
+
+API_KEY_PREFIX = "tml-"
+LR_SCHEDULES = ("constant", "linear", "cosine")
+CHECKPOINT_NAME = "final"
+# How many optimizer steps may be queued on Tinker ahead of the one we wait for: overlapping keeps
+# the remote GPU busy while we read results (the SDK executes requests in submission order).
+STEPS_IN_FLIGHT = 2
+
+
+class TinkerTrainingError(RuntimeError):
+    """Training on Tinker failed; the message says why in one line."""
+
+
+class TinkerUnavailableError(TinkerTrainingError):
+    """Tinker cannot be used: unreachable, no answer, or no valid API key."""
+
+
+@dataclass(frozen=True)
+class _Batch:
+    epoch: int
+    step: int
+    data: list[Any]  # tinker.types.Datum
+    weights: list[list[float]]  # per datum, aligned with its target tokens
+
+
+@dataclass(frozen=True)
+class _InFlight:
+    """One optimizer step submitted to Tinker, with the futures of its results."""
+
+    batch: _Batch
+    learning_rate: float
+    forward: Any
+    optim: Any
+    validate: Any  # forward() on the validation set after an epoch's last step, else None
+    submitted: float
+
+
+def resolve_api_key(api_key: str | None) -> str:
+    key = api_key or os.environ.get("TINKER_API_KEY") or ""
+    if not key:
+        raise TinkerUnavailableError(
+            "No Tinker API key: pass one or set TINKER_API_KEY (keys start with 'tml-')."
+        )
+    if not key.startswith(API_KEY_PREFIX):
+        raise TinkerUnavailableError(
+            f"The Tinker API key must start with '{API_KEY_PREFIX}'; the one given starts with "
+            f"{key[:4]!r}. Check TINKER_API_KEY."
+        )
+    return key
+
+
+def resolve_base_url(base_url: str | None) -> str:
+    from tinker.lib.base_url import resolve_base_url as sdk_resolve
+
+    return sdk_resolve(base_url or None)
+
+
+def check_reachable(base_url: str, timeout_s: float = 10.0) -> None:
+    """Fail fast when nothing answers at base_url (the SDK would retry connection errors for minutes)."""
+    import httpx
+
+    try:
+        httpx.get(f"{base_url}/api/v1/healthz", timeout=timeout_s)
+    except httpx.HTTPError as exc:
+        reason = str(exc) or type(exc).__name__
+        raise TinkerUnavailableError(
+            f"Cannot reach the Tinker service at {base_url} ({reason}). "
+            "Check TINKER_BASE_URL and the network."
+        ) from None
+
+
+def learning_rate_at(step: int, total_steps: int, base: float, schedule: str) -> float:
+    """Learning rate of 0-based optimizer step `step` out of `total_steps`."""
+    if schedule == "constant" or total_steps <= 1:
+        return base
+    progress = step / (total_steps - 1)
+    if schedule == "linear":
+        return base * (1.0 - progress)
+    if schedule == "cosine":
+        return base * 0.5 * (1.0 + math.cos(math.pi * progress))
+    raise ValueError(f"unknown learning-rate schedule {schedule!r}; choose one of {LR_SCHEDULES}")
+
+
+def _datum(example: TokenizedExample) -> tuple[Any, list[float]]:
+    """Next-token datum: input ids[:-1], targets ids[1:], weights[1:] (see TokenizedExample)."""
+    from tinker import types
+
+    weights = [float(w) for w in example.weights[1:]]
+    datum = types.Datum(
+        model_input=types.ModelInput.from_ints(list(example.input_ids[:-1])),
+        loss_fn_inputs={"target_tokens": list(example.input_ids[1:]), "weights": weights},
+    )
+    return datum, weights
+
+
+def _check_examples(examples: Sequence[TokenizedExample], what: str) -> None:
+    for index, example in enumerate(examples):
+        if len(example.input_ids) < 2:
+            raise ValueError(f"{what} example {index} ({example.example_id}) has fewer than 2 tokens")
+
+
+def _mean_loss(output: Any, weights: list[list[float]]) -> float:
+    """Summed -logprob * weight over the batch, divided by the summed weights."""
+    import numpy as np
+
+    total = 0.0
+    for datum_output, datum_weights in zip(output.loss_fn_outputs, weights, strict=True):
+        logprobs = np.asarray(datum_output["logprobs"].data, dtype=np.float64)
+        total += float(-(logprobs * np.asarray(datum_weights, dtype=np.float64)).sum())
+    trained = sum(sum(w) for w in weights)
+    return total / trained if trained > 0 else 0.0
+
+
+def _error_detail(exc: Any) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict) and body.get("detail"):
+        return str(body["detail"])
+    return str(getattr(exc, "message", "") or exc)
+
+
+@contextlib.contextmanager
+def _tinker_errors(base_url: str, timeout_s: float) -> Iterator[None]:
+    """SDK exceptions -> one clear TinkerTrainingError line (no SDK traceback chain)."""
+    import tinker
+
+    try:
+        yield
+    except (tinker.AuthenticationError, tinker.PermissionDeniedError) as exc:
+        raise TinkerUnavailableError(
+            f"Tinker at {base_url} rejected the API key (HTTP {exc.status_code}: {_error_detail(exc)}). "
+            "Check TINKER_API_KEY."
+        ) from None
+    except tinker.APIConnectionError as exc:
+        raise TinkerUnavailableError(f"Lost the connection to Tinker at {base_url}: {exc.message}") from None
+    except tinker.RequestFailedError as exc:
+        message = exc.message.removeprefix("Request failed: ").split(" for self.request_id=")[0]
+        raise TinkerTrainingError(f"Tinker could not carry out a request: {message}") from None
+    except tinker.APIStatusError as exc:
+        raise TinkerTrainingError(f"Tinker answered HTTP {exc.status_code}: {_error_detail(exc)}") from None
+    except tinker.TinkerError as exc:
+        raise TinkerTrainingError(f"Tinker error: {exc}") from None
+    except FutureTimeout:
+        raise TinkerUnavailableError(
+            f"Tinker at {base_url} gave no result within {timeout_s:.0f} s"
+        ) from None
+    except ValueError as exc:
+        # The SDK's future polling reports non-retryable HTTP errors as ValueError from an APIStatusError.
+        cause = exc.__cause__
+        if isinstance(cause, tinker.APIStatusError):
+            raise TinkerTrainingError(
+                f"Tinker answered HTTP {cause.status_code}: {_error_detail(cause)}"
+            ) from None
+        raise
+
+
+def _download(urls: dict[str, str], target: Path, timeout_s: float) -> None:
+    """Fetch the signed URLs of an external-weights checkpoint (no API key: they are pre-signed)."""
+    import httpx
+
+    target.mkdir(parents=True, exist_ok=True)
+    with httpx.Client(timeout=timeout_s, follow_redirects=True) as client:
+        for relative, url in urls.items():
+            path = PurePosixPath(relative)
+            if path.is_absolute() or ".." in path.parts or not path.parts:
+                raise TinkerTrainingError(f"Tinker listed an unsafe file name {relative!r}")
+            destination = target.joinpath(*path.parts)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                with client.stream("GET", url) as response:
+                    response.raise_for_status()
+                    with destination.open("wb") as out:
+                        for chunk in response.iter_bytes():
+                            out.write(chunk)
+            except httpx.HTTPError as exc:
+                raise TinkerUnavailableError(f"Downloading {relative} from Tinker failed: {exc}") from None
+
+
+def _write_metrics(stream: IO[str] | None, record: dict[str, Any]) -> None:
+    if stream is not None:
+        stream.write(json.dumps(record) + "\n")
+        stream.flush()
+
+
+def train_tinker(
+    *,
+    examples: list[TokenizedExample],
+    validation: list[TokenizedExample],
+    base_model: str,
+    rank: int,
+    learning_rate: float,
+    epochs: int,
+    batch_size: int,
+    output_dir: Path,
+    metrics_path: Path | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    seed: int = 0,
+    lr_schedule: str = "constant",
+    train_unembed: bool = False,
+    request_timeout_s: float = 1800.0,
+) -> Path:
+    """Train a LoRA on Tinker and return output_dir/"adapter", a PEFT adapter for base_model.
+
+    base_model is the Tinker model name (e.g. "meta-llama/Llama-3.2-1B"). The examples' token ids
+    must come from that model's tokenizer. train_unembed also puts a LoRA on the output layer; it
+    is off by default, matching the local backend's linear-layer targets, and because merging it
+    into a tied embedding (SmolLM2, Gemma 3) needs the output layer untied first.
+    Also writes output_dir/"tinker_checkpoint" (Tinker's raw export) and output_dir/"tinker_run.json".
+    Raises TinkerUnavailableError (unreachable, bad key) or TinkerTrainingError (request failed).
+    """
+    if not examples:
+        raise ValueError("no training examples")
+    if rank < 1 or epochs < 1 or batch_size < 1 or learning_rate <= 0:
+        raise ValueError("rank, epochs, batch_size must be >= 1 and learning_rate > 0")
+    if lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"unknown learning-rate schedule {lr_schedule!r}; choose one of {LR_SCHEDULES}")
+    _check_examples(examples, "training")
+    _check_examples(validation, "validation")
+    key = resolve_api_key(api_key)
+    url = resolve_base_url(base_url)
+    check_reachable(url)
+
+    import tinker
+    from tinker import types
+    from tqdm.auto import tqdm
+
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    train_data = [_datum(example) for example in examples]
+    val_data = [_datum(example) for example in validation]
+    steps_per_epoch = math.ceil(len(train_data) / batch_size)
+    total_steps = steps_per_epoch * epochs
+
+    def batches() -> Iterator[_Batch]:
+        step = 0
+        for epoch in range(1, epochs + 1):
+            order = list(range(len(train_data)))
+            random.Random(seed + epoch).shuffle(order)
+            for start in range(0, len(order), batch_size):
+                chosen = [train_data[i] for i in order[start : start + batch_size]]
+                yield _Batch(epoch, step, [d for d, _ in chosen], [w for _, w in chosen])
+                step += 1
+
+    service = tinker.ServiceClient(base_url=url, api_key=key)
+    metrics = metrics_path.open("w", encoding="utf-8") if metrics_path else None
+    status = "errored"
+    summary: dict[str, Any] = {"base_model": base_model, "rank": rank, "steps": total_steps, "val_loss": []}
+    try:
+        with _tinker_errors(url, request_timeout_s):
+            client = service.create_lora_training_client(
+                base_model=base_model, rank=rank, seed=seed, train_unembed=train_unembed
+            ).result(timeout=request_timeout_s)
+            summary["model_id"] = client.model_id
+            in_flight: deque[_InFlight] = deque()
+            progress = tqdm(total=total_steps, desc="Tinker LoRA", unit="step")
+            pending = batches()
+            while True:
+                while len(in_flight) < STEPS_IN_FLIGHT and (batch := next(pending, None)) is not None:
+                    lr = learning_rate_at(batch.step, total_steps, learning_rate, lr_schedule)
+                    forward = client.forward_backward(batch.data, "cross_entropy")
+                    optim = client.optim_step(types.AdamParams(learning_rate=lr))
+                    # Submitted right behind the epoch's last optimizer step, so it sees those weights.
+                    epoch_end = batch.step + 1 == batch.epoch * steps_per_epoch
+                    validate = (
+                        client.forward([d for d, _ in val_data], "cross_entropy")
+                        if epoch_end and val_data
+                        else None
+                    )
+                    in_flight.append(_InFlight(batch, lr, forward, optim, validate, time.monotonic()))
+                if not in_flight:
+                    break
+                step = in_flight.popleft()
+                batch = step.batch
+                loss = _mean_loss(step.forward.result(timeout=request_timeout_s), batch.weights)
+                step.optim.result(timeout=request_timeout_s)
+                tokens = sum(len(w) for w in batch.weights)
+                record = {
+                    "backend": "tinker",
+                    "epoch": batch.epoch,
+                    "step": batch.step + 1,
+                    "loss": loss,
+                    "learning_rate": step.learning_rate,
+                    "tokens": tokens,
+                    "tokens_per_s": tokens / max(time.monotonic() - step.submitted, 1e-9),
+                }
+                _write_metrics(metrics, record)
+                summary["train_loss"] = loss
+                progress.update(1)
+                progress.set_postfix(epoch=batch.epoch, loss=f"{loss:.4f}")
+                if step.validate is not None:
+                    output = step.validate.result(timeout=request_timeout_s)
+                    val_loss = _mean_loss(output, [w for _, w in val_data])
+                    summary["val_loss"].append(val_loss)
+                    val_record = {"backend": "tinker", "epoch": batch.epoch, "step": batch.step + 1}
+                    _write_metrics(metrics, {**val_record, "val_loss": val_loss})
+                    progress.write(f"epoch {batch.epoch}: validation loss {val_loss:.4f}")
+            progress.close()
+
+            summary["state_path"] = client.save_state(CHECKPOINT_NAME).result(timeout=request_timeout_s).path
+            external = client.save_weights_external(CHECKPOINT_NAME).result(timeout=request_timeout_s)
+            summary["external_weights_path"] = external.path
+            rest = tinker.RestClient(base_url=url, api_key=key)
+            listing = rest.get_external_weights_urls(external.path).result(timeout=request_timeout_s)
+        raw_dir = output_dir / "tinker_checkpoint"
+        _download(listing.urls, raw_dir, request_timeout_s)
+        try:
+            adapter_dir = convert_tinker_adapter(raw_dir, output_dir / "adapter", base_model=base_model)
+        except TinkerAdapterError as exc:
+            raise TinkerTrainingError(f"The adapter Tinker returned cannot be converted: {exc}") from None
+        (output_dir / "tinker_run.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        status = "success"
+        return adapter_dir
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        if metrics is not None:
+            metrics.close()
+        # A dead server must not hold the caller up: the session's finish is best effort.
+        with contextlib.suppress(Exception):
+            service.close(status).result(timeout=30 if status == "success" else 5)
