@@ -84,6 +84,26 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0  # pragma: no cover
 
 
+def _print_api_key_usage(settings, host: str, port: int) -> None:  # type: ignore[no-untyped-def]
+    """Create the API key on first run (unless ENHANCER_API_KEYS is set) and say how to use it."""
+    from app.core.security import ensure_api_key
+
+    key, created = ensure_api_key(settings)
+    if key is None:
+        print("API keys: from ENHANCER_API_KEYS", flush=True)
+        return
+    base = f"http://{host}:{port}"
+    # The key itself is shown once, when created; later runs point at the file (logs keep no secret).
+    shown = key if created else f"$(cat {settings.api_key_file})"
+    intro = f"created API key {key} in" if created else "API key in"
+    print(
+        f"{intro} {settings.api_key_file} (mode 0600); every /v1 request needs it, e.g.\n"
+        f'    curl -H "X-API-Key: {shown}" {base}/v1/records\n'
+        f"  or 'Authorization: Bearer <key>'; the review page: open {base}/review?api_key=<key> once",
+        flush=True,
+    )
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -93,6 +113,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     database, broker = settings.sqlalchemy_url.split("@")[-1], settings.celery_broker_url.split("@")[-1]
     print(f"database: {database}  broker: {broker}", flush=True)
     _migrate()
+    _print_api_key_usage(settings, args.host, args.port)
     if not _has_model():
         from worker.model_pull import pull_default_model
 

@@ -13,10 +13,13 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import __version__
+from app.api.deps import ApiKeyDep, ReviewKeyDep
+from app.api.limits import BodySizeLimit
 from app.api.metrics import install_metrics
 from app.api.routes import corrections, enhance, export, health, jobs, records
 from app.core.config import get_settings
 from app.core.migrate import upgrade_database
+from app.core.security import ensure_api_key
 from app.web.routes import router as review_router
 
 log = logging.getLogger(__name__)
@@ -55,6 +58,7 @@ def create_app(*, migrate: bool = True) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         settings.ensure_dirs()
+        ensure_api_key(settings)  # first start without ENHANCER_API_KEYS: create <data dir>/api_key
         if migrate:
             upgrade_database(settings.sqlalchemy_url)
         yield
@@ -63,7 +67,7 @@ def create_app(*, migrate: bool = True) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unhandled)
-    v1 = APIRouter(prefix="/v1")
+    v1 = APIRouter(prefix="/v1", dependencies=[ApiKeyDep])  # every /v1 route needs an API key
     v1.include_router(enhance.router)
     v1.include_router(jobs.router)
     v1.include_router(records.router)
@@ -71,7 +75,8 @@ def create_app(*, migrate: bool = True) -> FastAPI:
     v1.include_router(export.router)
     app.include_router(v1)
     app.include_router(health.router)
-    app.include_router(review_router)
+    app.include_router(review_router, dependencies=[ReviewKeyDep])
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)  # inside metrics: 413s counted
     install_metrics(app)
     _add_request_schemas(app)
     return app

@@ -17,6 +17,10 @@ from tests.tiny_model import SEED_DIR, build_tiny_llama
 REPO_ROOT = Path(__file__).resolve().parents[1]
 POSTGRES_ADMIN_URL = os.environ.get("ENHANCER_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("ENHANCER_TEST_REDIS", "redis://127.0.0.1:6379")
+# Every /v1 route needs an API key: service_env configures this one; clients send API_HEADERS,
+# e.g. TestClient(create_app(), headers=API_HEADERS).
+TEST_API_KEY = "test-key-" + uuid.uuid4().hex
+API_HEADERS = {"X-API-Key": TEST_API_KEY}
 
 
 @pytest.fixture(scope="session")
@@ -78,6 +82,7 @@ def service_env(
         "ENHANCER_BACKEND": "torch",
         "ENHANCER_HEARTBEAT_SECONDS": "0.5",
         "ENHANCER_RECONCILE_SECONDS": "1",
+        "ENHANCER_API_KEYS": TEST_API_KEY,
     }
     for key in ("DATABASE_URL", "BROKER_URL"):
         monkeypatch.delenv(key, raising=False)

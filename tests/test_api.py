@@ -8,6 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
+from tests.conftest import API_HEADERS
 
 ITEM = {
     "source": "TLDR AI",
@@ -25,7 +26,7 @@ def client(service_env, database_url, monkeypatch) -> Iterator[TestClient]:
     from tests.conftest import apply_env
 
     apply_env(monkeypatch, service_env, DATABASE_URL=database_url)
-    with TestClient(create_app(), raise_server_exceptions=False) as test_client:
+    with TestClient(create_app(), headers=API_HEADERS, raise_server_exceptions=False) as test_client:
         yield test_client
 
 

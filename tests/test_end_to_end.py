@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from tests.conftest import REDIS_URL, apply_env, wait_for_jobs
+from tests.conftest import API_HEADERS, REDIS_URL, apply_env, wait_for_jobs
 
 
 def _schema() -> dict:
@@ -42,7 +42,7 @@ def test_items_become_valid_records(
     )
     start_worker(service_env)
     items = seed_items[:3]
-    with TestClient(create_app()) as client:
+    with TestClient(create_app(), headers=API_HEADERS) as client:
         single = client.post("/v1/enhance", json=items[0])
         batch = client.post("/v1/enhance", json={"items": items[1:]})
         assert single.status_code == batch.status_code == 202
@@ -72,7 +72,7 @@ def test_failing_model_ends_in_failed_job_with_reason(
     (broken / "config.json").write_text("{}")
     apply_env(monkeypatch, service_env, ENHANCER_MODEL=str(broken), ENHANCER_JOB_MAX_ATTEMPTS="2")
     start_worker(service_env)
-    with TestClient(create_app()) as client:
+    with TestClient(create_app(), headers=API_HEADERS) as client:
         job_id = client.post("/v1/enhance", json=seed_items[0]).json()["jobs"][0]["id"]
         (job,) = wait_for_jobs(client, [job_id], timeout=60)
     assert job["status"] == "failed"
@@ -85,7 +85,7 @@ def test_jobs_queued_while_no_worker_runs_are_done_when_one_starts(
     service_env, monkeypatch, start_worker, seed_items
 ) -> None:
     apply_env(monkeypatch, service_env)
-    with TestClient(create_app()) as client:
+    with TestClient(create_app(), headers=API_HEADERS) as client:
         job_ids = [client.post("/v1/enhance", json=item).json()["jobs"][0]["id"] for item in seed_items[3:5]]
         assert {client.get(f"/v1/jobs/{j}").json()["status"] for j in job_ids} == {"queued"}
         start_worker(service_env)

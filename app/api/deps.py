@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, HTTPException, Request, Response, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from app.core.config import Settings, get_settings
 from app.core.db import get_sessionmaker
+from app.core.security import configured_key_digests, key_is_valid
 
 
 def get_db() -> Iterator[Session]:
@@ -26,3 +28,78 @@ def get_db() -> Iterator[Session]:
 
 SessionDep = Annotated[Session, Depends(get_db)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+# API keys ---------------------------------------------------------------------------------
+# Applied once to the /v1 router in app/main.py, so every /v1 route (present and future) needs a key.
+# The scheme objects below only read headers (auto_error=False: we answer 401/403 ourselves) and
+# put both ways of sending the key into the OpenAPI spec.
+
+API_KEY_HEADER = "X-API-Key"
+API_KEY_COOKIE = "enhancer_api_key"  # the review page's browser session (see require_review_key)
+API_KEY_QUERY = "api_key"
+_UNAUTHORIZED_HEADERS = {"WWW-Authenticate": 'Bearer realm="enhancer"'}
+
+_header_scheme = APIKeyHeader(
+    name=API_KEY_HEADER, auto_error=False, description="API key (ENHANCER_API_KEYS or <data dir>/api_key)"
+)
+_bearer_scheme = HTTPBearer(auto_error=False, description="The same API key as a bearer token")
+
+
+def _check_key(key: str | None, settings: Settings) -> None:
+    if not key:
+        raise HTTPException(
+            status_code=401,
+            detail=f"API key required: send it in the {API_KEY_HEADER} header "
+            "or as 'Authorization: Bearer <key>'",
+            headers=_UNAUTHORIZED_HEADERS,
+        )
+    digests = configured_key_digests(settings)
+    if not key_is_valid(key, digests):
+        detail = "invalid API key" if digests else "no API key is configured on this server"
+        raise HTTPException(status_code=403, detail=detail)
+
+
+def require_api_key(
+    settings: SettingsDep,
+    header_key: Annotated[str | None, Security(_header_scheme)] = None,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer_scheme)] = None,
+) -> None:
+    """401 without a key, 403 with a wrong one. Header `X-API-Key`, or `Authorization: Bearer`."""
+    _check_key(header_key or (bearer.credentials if bearer else None), settings)
+
+
+ApiKeyDep = Depends(require_api_key)
+
+
+def require_review_key(request: Request, settings: SettingsDep) -> None:
+    """For the browser pages under /review: the key as a header, a cookie, or `?api_key=` once.
+
+    Opening `/review?api_key=KEY` checks the key, stores it in an HttpOnly, SameSite=Strict cookie
+    scoped to /review, and redirects to the same URL without the key (so it leaves the address bar
+    and the history). Later pages and form posts authenticate with the cookie.
+    """
+    query_key = request.query_params.get(API_KEY_QUERY)
+    header_key = request.headers.get(API_KEY_HEADER)
+    authorization = request.headers.get("authorization", "")
+    bearer = authorization[7:].strip() if authorization[:7].lower() == "bearer " else None
+    key = header_key or bearer or query_key or request.cookies.get(API_KEY_COOKIE)
+    _check_key(key, settings)
+    if query_key and key == query_key:
+        clean = request.url.remove_query_params(API_KEY_QUERY)
+        cookie = Response()
+        cookie.set_cookie(
+            API_KEY_COOKIE,
+            query_key,
+            path="/review",
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+            max_age=30 * 24 * 3600,
+        )
+        location = clean.path + (f"?{clean.query}" if clean.query else "")
+        headers = {"Location": location, "Set-Cookie": cookie.headers["set-cookie"]}
+        raise HTTPException(status_code=303, detail="signed in", headers=headers)
+
+
+ReviewKeyDep = Depends(require_review_key)
