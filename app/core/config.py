@@ -61,8 +61,12 @@ class Settings(BaseSettings):
         default=MAX_CONTENT_CHARS, ge=1, le=MAX_CONTENT_CHARS, validation_alias="ENHANCER_MAX_ITEM_CHARS"
     )
     max_queued_jobs: int = Field(default=10_000, ge=1, validation_alias="ENHANCER_MAX_QUEUED_JOBS")
-    queue_full_retry_after_seconds: int = Field(default=30, ge=1, validation_alias="ENHANCER_QUEUE_RETRY_AFTER")
-    idempotency_ttl_hours: float = Field(default=24.0, gt=0, validation_alias="ENHANCER_IDEMPOTENCY_TTL_HOURS")
+    queue_full_retry_after_seconds: int = Field(
+        default=30, ge=1, validation_alias="ENHANCER_QUEUE_RETRY_AFTER"
+    )
+    idempotency_ttl_hours: float = Field(
+        default=24.0, gt=0, validation_alias="ENHANCER_IDEMPOTENCY_TTL_HOURS"
+    )
 
     @field_validator("data_dir", mode="after")
     @classmethod
