@@ -1,9 +1,100 @@
-"""Subcommands of `enhancer` that belong to training (train, eval)."""
+"""Subcommands of `enhancer` that belong to training (train; eval sits beside it)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Training adds `train` and `eval` here."""
+    """Training adds `train` (and `eval`) here."""
+    register_train(sub)
+
+
+def register_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    description = (
+        "Fine-tune a LoRA adapter on labelled items, merge it, export it to OpenVINO and register it as a "
+        "model version. Flags override the values of --config; see docs/training.md."
+    )
+    # Flags that are not given stay out of the namespace, so they cannot override the config file.
+    train = sub.add_parser(
+        "train", help="Train, export and register a model version.", description=description,
+        argument_default=argparse.SUPPRESS,
+    )  # fmt: skip
+    train.set_defaults(handler=cmd_train)
+    train.add_argument("--data", type=Path, help="JSONL: seed rows or record rows (docs/training.md)")
+    train.add_argument(
+        "--backend", choices=["local", "tinker"], help="local PEFT (default) or the Tinker API"
+    )
+    train.add_argument("--base-model", dest="base_model", help="HF id, HF dir, .gguf or registry version dir")
+    train.add_argument("--config", type=Path, help="JSON or TOML file with TrainConfig fields")
+    train.add_argument(
+        "--data-dir", dest="data_dir", help="data directory (default: $ENHANCER_DATA_DIR or ./data)"
+    )
+    lora = train.add_argument_group("LoRA")
+    lora.add_argument("--rank", type=int)
+    lora.add_argument("--alpha", type=float)
+    lora.add_argument("--dropout", type=float)
+    lora.add_argument("--target-modules", dest="target_modules", help="comma-separated, or all-linear")
+    optim = train.add_argument_group("optimisation")
+    optim.add_argument("--learning-rate", "--lr", dest="learning_rate", type=float)
+    optim.add_argument("--lr-schedule", dest="lr_schedule", choices=["cosine", "linear", "constant"])
+    optim.add_argument("--warmup-ratio", dest="warmup_ratio", type=float)
+    optim.add_argument("--weight-decay", dest="weight_decay", type=float)
+    optim.add_argument("--epochs", type=int)
+    optim.add_argument("--batch-size", dest="batch_size", type=int)
+    optim.add_argument("--max-length", dest="max_length", type=int)
+    optim.add_argument("--max-steps", dest="max_steps", type=int)
+    optim.add_argument("--seed", type=int)
+    optim.add_argument("--validation-fraction", dest="validation_fraction", type=float)
+    optim.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    out = train.add_argument_group("output")
+    out.add_argument("--output-dir", dest="output_dir", type=Path, help="checkpoints, adapter, metrics.jsonl")
+    out.add_argument("--version-id", dest="version_id")
+    out.add_argument("--precision", choices=["int8", "int4", "fp16", "fp32"], help="OpenVINO weights (int8)")
+    out.add_argument(
+        "--resume", action="store_true", help="continue from the last checkpoint in --output-dir"
+    )
+    out.add_argument("--activate", action="store_true", help="serve the new version from the next job on")
+    tinker = train.add_argument_group("tinker")
+    tinker.add_argument(
+        "--tinker-base-model", dest="tinker_base_model", help="Tinker's name for the base model"
+    )
+    tinker.add_argument("--tinker-base-url", dest="tinker_base_url", help="default: $TINKER_BASE_URL")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from app.cli import _apply_data_dir
+    from training.config import TrainConfig, load_config
+    from training.errors import TrainingError
+    from training.train import train
+
+    _apply_data_dir(args)
+    values = vars(args)
+    overrides = {name: values[name] for name in TrainConfig.model_fields if name in values}
+    try:
+        config = load_config(values.get("config"), **overrides)
+        result = train(config)
+    except TrainingError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(
+        f"trained {result.version_id} ({result.backend}) in {result.wall_seconds:.0f} s: "
+        f"{result.train_examples} train / {result.validation_examples} validation examples"
+    )
+    if result.initial_validation_loss is not None:
+        print(f"  before training: validation loss {result.initial_validation_loss:.4f}")
+    for epoch in result.epochs:
+        validation = epoch.get("validation_loss")
+        print(
+            f"  epoch {epoch['epoch']}: train loss {epoch.get('train_loss', float('nan')):.4f}, "
+            f"validation loss {'-' if validation is None else f'{validation:.4f}'}"
+        )
+    print(f"  model version: {result.version_dir}")
+    print(f"  metrics: {result.metrics_path}")
+    if result.activated:
+        print(f"  active: workers serve {result.version_id} from their next job")
+    else:
+        print(f"  serve it with: enhancer model activate {result.version_id}")
+    return 0

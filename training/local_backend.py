@@ -1,0 +1,394 @@
+"""Local backend: PEFT LoRA on torch (CPU, or CUDA when present), weighted token loss.
+
+Checkpoints at the end of every epoch (adapter + optimiser + scheduler) let `--resume` continue a
+run; metrics go to a JSONL file, one object per line (event: validation | step | epoch | done).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from training.config import ALL_LINEAR, TrainConfig
+from training.errors import TrainingError
+from training.types import TokenizedExample
+
+log = logging.getLogger(__name__)
+
+CHECKPOINTS_DIR = "checkpoints"
+ADAPTER_DIR = "adapter"
+STATE_FILE = "training_state.pt"
+# Batches are formed from windows of this many batches' worth of examples sorted by length: less
+# padding, still a different mix every epoch.
+LENGTH_GROUP_BATCHES = 16
+
+
+@dataclass
+class EpochMetrics:
+    epoch: int
+    train_loss: float
+    validation_loss: float | None
+    seconds: float
+    tokens_per_second: float
+    steps: int
+
+
+@dataclass
+class LocalRunResult:
+    adapter_dir: Path
+    epochs: list[EpochMetrics]
+    steps: int
+    initial_validation_loss: float | None
+    resumed_from_epoch: int = 0
+    device: str = "cpu"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class MetricsLog:
+    """Append-only JSONL; every line is flushed so a running job can be followed with `tail -f`."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+
+    def write(self, event: str, **values: Any) -> None:
+        line = json.dumps({"event": event, "time": round(time.time(), 3), **values})
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+
+
+def pick_device(requested: str) -> str:
+    import torch
+
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise TrainingError("device cuda requested but torch sees no CUDA device")
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested
+
+
+# ---------------------------------------------------------------------------------------------
+# Builders
+
+
+def build_lora_model(base_location: str, config: TrainConfig, device: str) -> Any:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(config.seed)
+    base = AutoModelForCausalLM.from_pretrained(base_location, dtype=torch.float32)
+    lora = LoraConfig(
+        r=config.rank,
+        lora_alpha=config.alpha,
+        lora_dropout=config.dropout,
+        target_modules=ALL_LINEAR if config.target_modules == ALL_LINEAR else list(config.target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    try:
+        model = get_peft_model(base, lora)
+    except ValueError as error:  # e.g. target modules that the architecture does not have
+        raise TrainingError(f"cannot apply LoRA to {base_location}: {error}") from error
+    return model.to(device)
+
+
+def build_optimizer(model: Any, config: TrainConfig) -> Any:
+    import torch
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+
+
+def build_scheduler(optimizer: Any, config: TrainConfig, total_steps: int) -> Any:
+    from transformers import get_scheduler
+
+    name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[config.lr_schedule]
+    warmup = round(config.warmup_ratio * total_steps)
+    return get_scheduler(name, optimizer=optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
+
+
+# ---------------------------------------------------------------------------------------------
+# Batches and loss
+
+
+def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """Deterministic per (seed, epoch): shuffle, sort windows by length, shuffle the batches."""
+    rng = random.Random(seed * 100_003 + epoch)
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    window = batch_size * LENGTH_GROUP_BATCHES
+    batches = []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start : start + window], key=lambda i: lengths[i])
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def collate(rows: list[TokenizedExample], pad_id: int, device: str) -> dict[str, Any]:
+    import torch
+
+    width = max(len(row.input_ids) for row in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    weights = torch.zeros((len(rows), width), dtype=torch.float32)
+    for i, row in enumerate(rows):
+        n = len(row.input_ids)
+        ids[i, :n] = torch.tensor(row.input_ids)
+        mask[i, :n] = 1
+        weights[i, :n] = torch.tensor(row.weights)
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "weights": weights.to(device)}
+
+
+def weighted_loss(model: Any, batch: dict[str, Any]) -> tuple[Any, Any]:
+    """(sum of weighted token losses, sum of weights): weights[t] scores predicting token t."""
+    import torch.nn.functional as F
+
+    ids, mask, weights = batch["input_ids"], batch["attention_mask"], batch["weights"]
+    logits = model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1]).logits.float()
+    targets = ids[:, 1:]
+    losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
+    token_weights = weights[:, 1:].reshape(-1)
+    return (losses * token_weights).sum(), token_weights.sum()
+
+
+def evaluate(
+    model: Any, rows: list[TokenizedExample], *, batch_size: int, pad_id: int, device: str
+) -> float | None:
+    """Weighted mean token loss over `rows` (None when there are none)."""
+    import torch
+
+    if not rows:
+        return None
+    model.eval()
+    total = weight = 0.0
+    ordered = sorted(rows, key=lambda r: len(r.input_ids))
+    with torch.no_grad():
+        for start in range(0, len(ordered), batch_size):
+            loss_sum, weight_sum = weighted_loss(
+                model, collate(ordered[start : start + batch_size], pad_id, device)
+            )
+            total += float(loss_sum)
+            weight += float(weight_sum)
+    model.train()
+    return total / max(weight, 1e-9)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    root = output_dir / CHECKPOINTS_DIR
+    done = [p for p in root.glob("epoch-*") if (p / STATE_FILE).exists()] if root.is_dir() else []
+    return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
+
+
+def save_checkpoint(path: Path, model: Any, optimizer: Any, scheduler: Any, state: dict[str, Any]) -> None:
+    import torch
+
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    torch.save(
+        {
+            **state,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+        },
+        tmp / STATE_FILE,
+    )
+    shutil.rmtree(path, ignore_errors=True)
+    tmp.rename(path)
+
+
+def load_checkpoint(
+    path: Path, model: Any, optimizer: Any, scheduler: Any, fingerprint: dict[str, Any]
+) -> dict:
+    import torch
+    from peft import set_peft_model_state_dict
+    from peft.utils import load_peft_weights
+
+    state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=False)
+    if state.get("fingerprint") != fingerprint:
+        changed = sorted(
+            key
+            for key in set(fingerprint) | set(state.get("fingerprint", {}))
+            if fingerprint.get(key) != state.get("fingerprint", {}).get(key)
+        )
+        raise TrainingError(
+            f"cannot resume from {path}: the run used different settings or data ({', '.join(changed)}); "
+            "use a new output directory for a new run"
+        )
+    set_peft_model_state_dict(
+        model, load_peft_weights(str(path), device=str(next(model.parameters()).device))
+    )
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    return state
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+
+
+def train_local(
+    *,
+    examples: list[TokenizedExample],
+    validation: list[TokenizedExample],
+    base_location: str,
+    pad_id: int,
+    config: TrainConfig,
+    output_dir: Path,
+    metrics_path: Path,
+    fingerprint: dict[str, Any],
+) -> LocalRunResult:
+    """Train a LoRA adapter; returns where it is (output_dir/adapter) and the per-epoch metrics."""
+    import torch
+    from tqdm import tqdm
+
+    if not examples:
+        raise TrainingError("no training examples left after the split and the max_length filter")
+    device = pick_device(config.device)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    metrics = MetricsLog(metrics_path)
+    steps_per_epoch = math.ceil(len(examples) / config.batch_size)
+    total_steps = config.epochs * steps_per_epoch
+    if config.max_steps is not None:
+        total_steps = min(total_steps, config.max_steps)
+
+    model = build_lora_model(base_location, config, device)
+    optimizer = build_optimizer(model, config)
+    scheduler = build_scheduler(optimizer, config, total_steps)
+    trainable, total = model.get_nb_trainable_parameters()
+
+    start_epoch, global_step = 1, 0
+    history: list[EpochMetrics] = []
+    initial_validation: float | None = None
+    checkpoint = latest_checkpoint(output_dir) if config.resume else None
+    if config.resume and checkpoint is None:
+        log.warning("no checkpoint in %s: starting from the beginning", output_dir)
+    if checkpoint is not None:
+        state = load_checkpoint(checkpoint, model, optimizer, scheduler, fingerprint)
+        start_epoch, global_step = state["epoch"] + 1, state["global_step"]
+        history = [EpochMetrics(**h) for h in state["history"]]
+        initial_validation = state.get("initial_validation_loss")
+        metrics.write("resume", checkpoint=str(checkpoint), epoch=state["epoch"], step=global_step)
+        log.info("resuming after epoch %d (step %d) from %s", state["epoch"], global_step, checkpoint)
+    else:
+        initial_validation = evaluate(
+            model, validation, batch_size=config.batch_size, pad_id=pad_id, device=device
+        )
+        metrics.write(
+            "validation",
+            epoch=0,
+            validation_loss=initial_validation,
+            train_examples=len(examples),
+            validation_examples=len(validation),
+            trainable_parameters=trainable,
+            total_parameters=total,
+            device=device,
+            total_steps=total_steps,
+        )
+
+    lengths = [len(row.input_ids) for row in examples]
+    model.train()
+    progress = tqdm(total=total_steps, initial=global_step, desc="train", unit="step", mininterval=1.0)
+    try:
+        for epoch in range(start_epoch, config.epochs + 1):
+            if global_step >= total_steps:
+                break
+            epoch_started = time.perf_counter()
+            loss_total = weight_total = 0.0
+            tokens = steps = 0
+            for batch_indices in epoch_batches(lengths, config.batch_size, config.seed, epoch):
+                if global_step >= total_steps:
+                    break
+                step_started = time.perf_counter()
+                batch = collate([examples[i] for i in batch_indices], pad_id, device)
+                loss_sum, weight_sum = weighted_loss(model, batch)
+                loss = loss_sum / weight_sum.clamp(min=1.0)
+                if not torch.isfinite(loss):
+                    raise TrainingError(
+                        f"loss is {float(loss)} at step {global_step + 1}: lower the learning rate"
+                    )
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                global_step += 1
+                steps += 1
+                batch_tokens = int(batch["attention_mask"].sum())
+                tokens += batch_tokens
+                loss_total += float(loss_sum.detach())
+                weight_total += float(weight_sum)
+                step_seconds = time.perf_counter() - step_started
+                metrics.write(
+                    "step",
+                    epoch=epoch,
+                    step=global_step,
+                    loss=round(float(loss.detach()), 5),
+                    learning_rate=scheduler.get_last_lr()[0],
+                    tokens=batch_tokens,
+                    tokens_per_second=round(batch_tokens / step_seconds, 1),
+                )
+                progress.update(1)
+                progress.set_postfix(epoch=epoch, loss=f"{float(loss.detach()):.3f}")
+            seconds = time.perf_counter() - epoch_started
+            validation_loss = evaluate(
+                model, validation, batch_size=config.batch_size, pad_id=pad_id, device=device
+            )
+            epoch_metrics = EpochMetrics(
+                epoch=epoch,
+                train_loss=loss_total / max(weight_total, 1e-9),
+                validation_loss=validation_loss,
+                seconds=round(seconds, 2),
+                tokens_per_second=round(tokens / seconds, 1) if seconds else 0.0,
+                steps=steps,
+            )
+            history.append(epoch_metrics)
+            metrics.write("epoch", **asdict(epoch_metrics))
+            shown = "-" if validation_loss is None else f"{validation_loss:.4f}"
+            progress.write(
+                f"epoch {epoch}: train loss {epoch_metrics.train_loss:.4f}, validation loss {shown}, "
+                f"{epoch_metrics.seconds:.0f} s"
+            )
+            save_checkpoint(
+                output_dir / CHECKPOINTS_DIR / f"epoch-{epoch}",
+                model,
+                optimizer,
+                scheduler,
+                {
+                    "epoch": epoch,
+                    "global_step": global_step,
+                    "fingerprint": fingerprint,
+                    "history": [asdict(h) for h in history],
+                    "initial_validation_loss": initial_validation,
+                },
+            )
+    finally:
+        progress.close()
+
+    adapter_dir = output_dir / ADAPTER_DIR
+    shutil.rmtree(adapter_dir, ignore_errors=True)
+    model.save_pretrained(adapter_dir)
+    metrics.write("done", steps=global_step, adapter_dir=str(adapter_dir))
+    return LocalRunResult(
+        adapter_dir=adapter_dir,
+        epochs=history,
+        steps=global_step,
+        initial_validation_loss=initial_validation,
+        resumed_from_epoch=start_epoch - 1,
+        device=device,
+    )
