@@ -87,7 +87,6 @@ def test_train_tinker_end_to_end_yields_a_peft_adapter(
 
     train, validation = examples[:12], examples[12:16]
     metrics_path = tmp_path / "metrics.jsonl"
-    started = time.monotonic()
     adapter_dir = train_tinker(
         examples=train,
         validation=validation,
@@ -102,7 +101,6 @@ def test_train_tinker_end_to_end_yields_a_peft_adapter(
         api_key=fake_tinker.api_key,
         train_unembed=True,
     )
-    elapsed = time.monotonic() - started
 
     records = [json.loads(line) for line in metrics_path.read_text().splitlines()]
     steps = [r for r in records if "loss" in r]
@@ -147,7 +145,6 @@ def test_train_tinker_end_to_end_yields_a_peft_adapter(
     assert any(path.startswith("/storage/") for _, path, _ in log)
     session = next(s for s in fake_tinker.service.sessions.values() if s["finished"] is not None)
     assert session["finished"]["reason"] == {"type": "success"}
-    assert elapsed < 60
 
 
 def _unused_port() -> int:

@@ -204,10 +204,146 @@ def _download(urls: dict[str, str], target: Path, timeout_s: float) -> None:
                 raise TinkerUnavailableError(f"Downloading {relative} from Tinker failed: {exc}") from None
 
 
-def _write_metrics(stream: IO[str] | None, record: dict[str, Any]) -> None:
-    if stream is not None:
-        stream.write(json.dumps(record) + "\n")
-        stream.flush()
+class _MetricsLog:
+    """JSON Lines metrics (one object per line), or nothing when no path is given."""
+
+    def __init__(self, path: Path | None) -> None:
+        self._stream: IO[str] | None = None
+        if path is not None:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self._stream = Path(path).open("w", encoding="utf-8")  # noqa: SIM115 - closed in __exit__
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self._stream is not None:
+            self._stream.write(json.dumps({"backend": "tinker", **record}) + "\n")
+            self._stream.flush()
+
+    def __enter__(self) -> _MetricsLog:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._stream is not None:
+            self._stream.close()
+
+
+def _check_arguments(
+    examples: list[TokenizedExample],
+    validation: list[TokenizedExample],
+    *,
+    rank: int,
+    learning_rate: float,
+    epochs: int,
+    batch_size: int,
+    lr_schedule: str,
+) -> None:
+    if not examples:
+        raise ValueError("no training examples")
+    if rank < 1 or epochs < 1 or batch_size < 1 or learning_rate <= 0:
+        raise ValueError("rank, epochs, batch_size must be >= 1 and learning_rate > 0")
+    if lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"unknown learning-rate schedule {lr_schedule!r}; choose one of {LR_SCHEDULES}")
+    _check_examples(examples, "training")
+    _check_examples(validation, "validation")
+    if not any(any(w > 0 for w in example.weights[1:]) for example in examples):
+        raise ValueError("no training token carries a loss weight: nothing to learn")
+
+
+_Data = list[tuple[Any, list[float]]]  # (tinker Datum, its target weights)
+
+
+def _batches(train_data: _Data, epochs: int, batch_size: int, seed: int) -> Iterator[_Batch]:
+    """Shuffled batches, a fresh deterministic order per epoch."""
+    step = 0
+    for epoch in range(1, epochs + 1):
+        order = list(range(len(train_data)))
+        random.Random(seed + epoch).shuffle(order)
+        for start in range(0, len(order), batch_size):
+            chosen = [train_data[i] for i in order[start : start + batch_size]]
+            yield _Batch(epoch, step, [d for d, _ in chosen], [w for _, w in chosen])
+            step += 1
+
+
+def _train_steps(
+    client: Any,
+    batches: Iterator[_Batch],
+    val_data: _Data,
+    *,
+    total_steps: int,
+    steps_per_epoch: int,
+    learning_rate: float,
+    lr_schedule: str,
+    timeout_s: float,
+    metrics: _MetricsLog,
+    summary: dict[str, Any],
+) -> None:
+    """forward_backward + optim_step per batch, a validation forward() after each epoch."""
+    from tinker import types
+    from tqdm.auto import tqdm
+
+    in_flight: deque[_InFlight] = deque()
+    last_result = time.monotonic()
+    with tqdm(total=total_steps, desc="Tinker LoRA", unit="step") as progress:
+        while True:
+            while len(in_flight) < STEPS_IN_FLIGHT and (batch := next(batches, None)) is not None:
+                lr = learning_rate_at(batch.step, total_steps, learning_rate, lr_schedule)
+                forward = client.forward_backward(batch.data, "cross_entropy")
+                optim = client.optim_step(types.AdamParams(learning_rate=lr))
+                # Submitted right behind the epoch's last optimizer step, so it sees those weights.
+                epoch_end = batch.step + 1 == batch.epoch * steps_per_epoch
+                validate = None
+                if epoch_end and val_data:
+                    validate = client.forward([d for d, _ in val_data], "cross_entropy")
+                in_flight.append(_InFlight(batch, lr, forward, optim, validate, time.monotonic()))
+            if not in_flight:
+                return
+            step = in_flight.popleft()
+            batch = step.batch
+            loss = _mean_loss(step.forward.result(timeout=timeout_s), batch.weights)
+            step.optim.result(timeout=timeout_s)
+            # Steps overlap on Tinker: a step's time runs from the later of its submission and the
+            # previous step's result to its own result.
+            now = time.monotonic()
+            seconds = max(now - max(step.submitted, last_result), 1e-9)
+            last_result = now
+            tokens = sum(len(w) for w in batch.weights)
+            metrics.write(
+                {
+                    "epoch": batch.epoch,
+                    "step": batch.step + 1,
+                    "loss": loss,
+                    "learning_rate": step.learning_rate,
+                    "tokens": tokens,
+                    "tokens_per_s": tokens / seconds,
+                }
+            )
+            summary["train_loss"] = loss
+            progress.update(1)
+            progress.set_postfix(epoch=batch.epoch, loss=f"{loss:.4f}")
+            if step.validate is not None:
+                val_loss = _mean_loss(step.validate.result(timeout=timeout_s), [w for _, w in val_data])
+                summary["val_loss"].append(val_loss)
+                metrics.write({"epoch": batch.epoch, "step": batch.step + 1, "val_loss": val_loss})
+                progress.write(f"epoch {batch.epoch}: validation loss {val_loss:.4f}")
+
+
+def _fetch_adapter(
+    client: Any, *, url: str, key: str, output_dir: Path, base_model: str, timeout_s: float, summary: dict
+) -> Path:
+    """Save on Tinker, download the external-format weights, convert them to a PEFT adapter."""
+    import tinker
+
+    with _tinker_errors(url, timeout_s):
+        summary["state_path"] = client.save_state(CHECKPOINT_NAME).result(timeout=timeout_s).path
+        external = client.save_weights_external(CHECKPOINT_NAME).result(timeout=timeout_s)
+        summary["external_weights_path"] = external.path
+        rest = tinker.RestClient(base_url=url, api_key=key)
+        listing = rest.get_external_weights_urls(external.path).result(timeout=timeout_s)
+    raw_dir = output_dir / "tinker_checkpoint"
+    _download(listing.urls, raw_dir, timeout_s)
+    try:
+        return convert_tinker_adapter(raw_dir, output_dir / "adapter", base_model=base_model)
+    except TinkerAdapterError as exc:
+        raise TinkerTrainingError(f"The adapter Tinker returned cannot be converted: {exc}") from None
 
 
 def train_tinker(
@@ -234,108 +370,67 @@ def train_tinker(
     must come from that model's tokenizer. train_unembed also puts a LoRA on the output layer; it
     is off by default, matching the local backend's linear-layer targets, and because merging it
     into a tied embedding (SmolLM2, Gemma 3) needs the output layer untied first.
+    base_url / api_key default to TINKER_BASE_URL / TINKER_API_KEY. metrics_path gets one JSON
+    object per optimizer step (loss, learning_rate, tokens, tokens_per_s) and per epoch (val_loss).
     Also writes output_dir/"tinker_checkpoint" (Tinker's raw export) and output_dir/"tinker_run.json".
-    Raises TinkerUnavailableError (unreachable, bad key) or TinkerTrainingError (request failed).
+    Raises ValueError (bad arguments), TinkerUnavailableError (unreachable, bad or missing API key,
+    no answer) or TinkerTrainingError (Tinker refused or failed a request).
     """
-    if not examples:
-        raise ValueError("no training examples")
-    if rank < 1 or epochs < 1 or batch_size < 1 or learning_rate <= 0:
-        raise ValueError("rank, epochs, batch_size must be >= 1 and learning_rate > 0")
-    if lr_schedule not in LR_SCHEDULES:
-        raise ValueError(f"unknown learning-rate schedule {lr_schedule!r}; choose one of {LR_SCHEDULES}")
-    _check_examples(examples, "training")
-    _check_examples(validation, "validation")
+    _check_arguments(
+        examples,
+        validation,
+        rank=rank,
+        learning_rate=learning_rate,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr_schedule=lr_schedule,
+    )
     key = resolve_api_key(api_key)
     url = resolve_base_url(base_url)
     check_reachable(url)
 
     import tinker
-    from tinker import types
-    from tqdm.auto import tqdm
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     train_data = [_datum(example) for example in examples]
     val_data = [_datum(example) for example in validation]
     steps_per_epoch = math.ceil(len(train_data) / batch_size)
-    total_steps = steps_per_epoch * epochs
-
-    def batches() -> Iterator[_Batch]:
-        step = 0
-        for epoch in range(1, epochs + 1):
-            order = list(range(len(train_data)))
-            random.Random(seed + epoch).shuffle(order)
-            for start in range(0, len(order), batch_size):
-                chosen = [train_data[i] for i in order[start : start + batch_size]]
-                yield _Batch(epoch, step, [d for d, _ in chosen], [w for _, w in chosen])
-                step += 1
-
+    summary: dict[str, Any] = {
+        "base_model": base_model,
+        "rank": rank,
+        "steps": steps_per_epoch * epochs,
+        "val_loss": [],
+    }
     service = tinker.ServiceClient(base_url=url, api_key=key)
-    metrics = metrics_path.open("w", encoding="utf-8") if metrics_path else None
     status = "errored"
-    summary: dict[str, Any] = {"base_model": base_model, "rank": rank, "steps": total_steps, "val_loss": []}
     try:
-        with _tinker_errors(url, request_timeout_s):
+        with _MetricsLog(metrics_path) as metrics, _tinker_errors(url, request_timeout_s):
             client = service.create_lora_training_client(
                 base_model=base_model, rank=rank, seed=seed, train_unembed=train_unembed
             ).result(timeout=request_timeout_s)
             summary["model_id"] = client.model_id
-            in_flight: deque[_InFlight] = deque()
-            progress = tqdm(total=total_steps, desc="Tinker LoRA", unit="step")
-            pending = batches()
-            while True:
-                while len(in_flight) < STEPS_IN_FLIGHT and (batch := next(pending, None)) is not None:
-                    lr = learning_rate_at(batch.step, total_steps, learning_rate, lr_schedule)
-                    forward = client.forward_backward(batch.data, "cross_entropy")
-                    optim = client.optim_step(types.AdamParams(learning_rate=lr))
-                    # Submitted right behind the epoch's last optimizer step, so it sees those weights.
-                    epoch_end = batch.step + 1 == batch.epoch * steps_per_epoch
-                    validate = (
-                        client.forward([d for d, _ in val_data], "cross_entropy")
-                        if epoch_end and val_data
-                        else None
-                    )
-                    in_flight.append(_InFlight(batch, lr, forward, optim, validate, time.monotonic()))
-                if not in_flight:
-                    break
-                step = in_flight.popleft()
-                batch = step.batch
-                loss = _mean_loss(step.forward.result(timeout=request_timeout_s), batch.weights)
-                step.optim.result(timeout=request_timeout_s)
-                tokens = sum(len(w) for w in batch.weights)
-                record = {
-                    "backend": "tinker",
-                    "epoch": batch.epoch,
-                    "step": batch.step + 1,
-                    "loss": loss,
-                    "learning_rate": step.learning_rate,
-                    "tokens": tokens,
-                    "tokens_per_s": tokens / max(time.monotonic() - step.submitted, 1e-9),
-                }
-                _write_metrics(metrics, record)
-                summary["train_loss"] = loss
-                progress.update(1)
-                progress.set_postfix(epoch=batch.epoch, loss=f"{loss:.4f}")
-                if step.validate is not None:
-                    output = step.validate.result(timeout=request_timeout_s)
-                    val_loss = _mean_loss(output, [w for _, w in val_data])
-                    summary["val_loss"].append(val_loss)
-                    val_record = {"backend": "tinker", "epoch": batch.epoch, "step": batch.step + 1}
-                    _write_metrics(metrics, {**val_record, "val_loss": val_loss})
-                    progress.write(f"epoch {batch.epoch}: validation loss {val_loss:.4f}")
-            progress.close()
-
-            summary["state_path"] = client.save_state(CHECKPOINT_NAME).result(timeout=request_timeout_s).path
-            external = client.save_weights_external(CHECKPOINT_NAME).result(timeout=request_timeout_s)
-            summary["external_weights_path"] = external.path
-            rest = tinker.RestClient(base_url=url, api_key=key)
-            listing = rest.get_external_weights_urls(external.path).result(timeout=request_timeout_s)
-        raw_dir = output_dir / "tinker_checkpoint"
-        _download(listing.urls, raw_dir, request_timeout_s)
-        try:
-            adapter_dir = convert_tinker_adapter(raw_dir, output_dir / "adapter", base_model=base_model)
-        except TinkerAdapterError as exc:
-            raise TinkerTrainingError(f"The adapter Tinker returned cannot be converted: {exc}") from None
+            _train_steps(
+                client,
+                _batches(train_data, epochs, batch_size, seed),
+                val_data,
+                total_steps=steps_per_epoch * epochs,
+                steps_per_epoch=steps_per_epoch,
+                learning_rate=learning_rate,
+                lr_schedule=lr_schedule,
+                timeout_s=request_timeout_s,
+                metrics=metrics,
+                summary=summary,
+            )
+        adapter_dir = _fetch_adapter(
+            client,
+            url=url,
+            key=key,
+            output_dir=output_dir,
+            base_model=base_model,
+            timeout_s=request_timeout_s,
+            summary=summary,
+        )
         (output_dir / "tinker_run.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
         status = "success"
         return adapter_dir
@@ -343,8 +438,6 @@ def train_tinker(
         status = "interrupted"
         raise
     finally:
-        if metrics is not None:
-            metrics.close()
         # A dead server must not hold the caller up: the session's finish is best effort.
         with contextlib.suppress(Exception):
             service.close(status).result(timeout=30 if status == "success" else 5)
