@@ -258,6 +258,18 @@ def finish_job_failed(session: Session, *, job_id: str, claim_token: str, error:
     )
 
 
+def renew_leases(session: Session, *, claim_token: str, lease_seconds: int) -> int:
+    """Extend the lease of the jobs still held under this claim (a live worker's long batch)."""
+    now = utcnow()
+    return _rowcount(
+        session,
+        update(Job)
+        .where(Job.worker == claim_token, Job.status == JobStatus.running)
+        .values(lease_until=now + timedelta(seconds=lease_seconds))
+        .execution_options(synchronize_session=False),
+    )
+
+
 def reconcile_jobs(
     session: Session, *, max_attempts: int, queued_older_than: timedelta
 ) -> tuple[list[str], list[str]]:

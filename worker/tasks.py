@@ -13,7 +13,15 @@ from celery.signals import worker_ready, worker_shutdown
 from app.core.config import get_settings
 from app.core.db import session_scope
 from app.core.logging import use_json_on_celery_loggers
-from app.crud import as_utc, beat, claim_jobs, finish_job_failed, finish_job_succeeded, reconcile_jobs
+from app.crud import (
+    as_utc,
+    beat,
+    claim_jobs,
+    finish_job_failed,
+    finish_job_succeeded,
+    reconcile_jobs,
+    renew_leases,
+)
 from app.models import new_id
 from worker.celery_app import TASK_ENHANCE, TASK_RECONCILE, celery_app, enqueue_jobs
 from worker.model_holder import ModelHolder
@@ -69,6 +77,8 @@ def enhance_jobs(job_ids: list[str]) -> dict[str, int]:
     started = time.perf_counter()
     model_failure = False
     version_id: str | None = None
+    keeper = LeaseKeeper(claim_token, settings.job_lease_seconds)
+    keeper.start()
     try:
         loaded = model_holder().get()
         version_id = loaded.version_id
@@ -78,6 +88,8 @@ def enhance_jobs(job_ids: list[str]) -> dict[str, int]:
         log.exception("model call failed for %d job(s)", len(claimed))
         model_failure = True
         outcomes = [EnhanceOutcome(error=f"model error: {type(error).__name__}: {error}") for _ in claimed]
+    finally:
+        keeper.stop()
     elapsed = time.perf_counter() - started
     if not model_failure:
         WORKER_STATS.batch_done(outcomes, elapsed)
@@ -107,6 +119,30 @@ def enhance_jobs(job_ids: list[str]) -> dict[str, int]:
             log.info("job %s failed: %s", job_id, outcome.error)
     _jobs_done += succeeded
     return {"claimed": len(claimed), "succeeded": succeeded}
+
+
+class LeaseKeeper(threading.Thread):
+    """Renews this claim's leases while its batch generates, so a lease can be short (a dead
+    worker's jobs come back quickly) without a slow batch being taken from a live worker.
+    It runs in the process that runs the task: when that process dies, renewal stops with it.
+    """
+
+    def __init__(self, claim_token: str, lease_seconds: int) -> None:
+        super().__init__(name="enhancer-lease", daemon=True)
+        self.claim_token, self.lease_seconds = claim_token, lease_seconds
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.lease_seconds / 3):
+            try:
+                with session_scope() as session:
+                    renew_leases(session, claim_token=self.claim_token, lease_seconds=self.lease_seconds)
+            except Exception:  # database briefly locked: the next tick (well within the lease) retries
+                log.warning("lease renewal failed", exc_info=True)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join(timeout=5)
 
 
 @celery_app.task(name=TASK_RECONCILE)
