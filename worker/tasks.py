@@ -179,8 +179,13 @@ class Housekeeper(threading.Thread):
         while not self.stopped.is_set():
             try:
                 with session_scope() as session:
-                    beat(session, hostname=HOSTNAME, model_version_id=model_holder().current_version,
-                         jobs_done=_jobs_done, stats=WORKER_STATS.snapshot())
+                    beat(
+                        session,
+                        hostname=HOSTNAME,
+                        model_version_id=model_holder().current_version,
+                        jobs_done=_jobs_done,
+                        stats=WORKER_STATS.snapshot(),
+                    )
                 if time.monotonic() - last_reconcile >= settings.reconcile_interval_seconds:
                     last_reconcile = time.monotonic()
                     reconcile_once()

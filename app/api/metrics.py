@@ -42,10 +42,15 @@ HTTP_LATENCY = Histogram(
 
 
 def route_template(scope: Scope) -> str:
-    """The matched route's path template (/v1/jobs/{job_id}), never the raw path."""
-    route = scope.get("route")
-    path = getattr(route, "path", None)
-    return path if isinstance(path, str) and path else UNMATCHED_ROUTE
+    """The matched route's full path template (/v1/jobs/{job_id}), never the raw path."""
+    # FastAPI >= 0.13x keeps included routers nested: scope["route"] is then the inner route without the
+    # routers' prefixes, and the full template sits in the effective route context.
+    effective = (scope.get("fastapi") or {}).get("effective_route_context")
+    for candidate in (effective, scope.get("route")):
+        path = getattr(candidate, "path", None)
+        if isinstance(path, str) and path:
+            return path
+    return UNMATCHED_ROUTE
 
 
 class MetricsMiddleware:
