@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -153,9 +154,9 @@ def _unused_port() -> int:
         return sock.getsockname()[1]
 
 
-def _train(examples: list[TokenizedExample], tmp_path: Path, **overrides: object) -> Path:
+def _train(data: list[TokenizedExample], tmp_path: Path, **overrides: object) -> Path:
     arguments: dict = {
-        "examples": examples[:2],
+        "examples": data[:2],
         "validation": [],
         "base_model": BASE_MODEL,
         "rank": 2,
@@ -174,7 +175,8 @@ def test_unreachable_tinker_gives_one_clear_error(examples: list[TokenizedExampl
         _train(examples, tmp_path, base_url=url, api_key="tml-anything")
     assert url in str(caught.value)
     assert "\n" not in str(caught.value)
-    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+    assert caught.value.__cause__ is None
+    assert caught.value.__context__ is None or caught.value.__suppress_context__
     assert time.monotonic() - started < 15
 
 
@@ -211,3 +213,40 @@ def test_unknown_base_model_is_reported_by_name(
         )
     assert not isinstance(caught.value, TinkerUnavailableError)
     assert "request_id" not in str(caught.value)
+
+
+def test_tinker_going_away_mid_training_gives_one_clear_error(
+    tiny_model_dir: Path, examples: list[TokenizedExample], tmp_path: Path
+) -> None:
+    """The SDK retries a dead connection without end; train_tinker notices the host is gone."""
+    doomed = FakeTinkerServer(
+        base_models={BASE_MODEL: tiny_model_dir}, storage_dir=tmp_path / "storage"
+    ).start()
+    metrics_path = tmp_path / "metrics.jsonl"
+
+    def stop_after_first_step() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if metrics_path.exists() and metrics_path.read_text().strip():
+                break
+            time.sleep(0.05)
+        doomed.stop()
+
+    killer = threading.Thread(target=stop_after_first_step, daemon=True)
+    killer.start()
+    started = time.monotonic()
+    with pytest.raises(TinkerUnavailableError, match="Lost the connection to Tinker") as caught:
+        _train(
+            examples,
+            tmp_path,
+            examples=examples[:8],
+            epochs=3,
+            metrics_path=metrics_path,
+            base_url=doomed.base_url,
+            api_key=doomed.api_key,
+            unreachable_after_s=2,
+        )
+    killer.join(timeout=5)
+    assert doomed.base_url in str(caught.value)
+    assert len(metrics_path.read_text().splitlines()) < 12  # it stopped early
+    assert time.monotonic() - started < 45

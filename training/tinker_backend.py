@@ -84,18 +84,63 @@ def resolve_base_url(base_url: str | None) -> str:
     return sdk_resolve(base_url or None)
 
 
-def check_reachable(base_url: str, timeout_s: float = 10.0) -> None:
-    """Fail fast when nothing answers at base_url (the SDK would retry connection errors for minutes)."""
+def _unreachable_reason(base_url: str, timeout_s: float) -> str | None:
+    """Why nothing answers at base_url, or None when it answers (any HTTP status will do)."""
     import httpx
 
     try:
         httpx.get(f"{base_url}/api/v1/healthz", timeout=timeout_s)
     except httpx.HTTPError as exc:
-        reason = str(exc) or type(exc).__name__
+        return str(exc) or type(exc).__name__
+    return None
+
+
+def check_reachable(base_url: str, timeout_s: float = 10.0) -> None:
+    """Fail fast when nothing answers at base_url (the SDK would retry connection errors for minutes)."""
+    reason = _unreachable_reason(base_url, timeout_s)
+    if reason is not None:
         raise TinkerUnavailableError(
             f"Cannot reach the Tinker service at {base_url} ({reason}). "
             "Check TINKER_BASE_URL and the network."
-        ) from None
+        )
+
+
+class _Waiter:
+    """Waits for SDK futures, and gives up when the Tinker host stops answering.
+
+    The SDK retries connection errors while it polls a result, without end; a queue on a busy but
+    reachable service can legitimately take long. So we wait in slices and probe the host between
+    them: unreachable for `unreachable_after_s` (or no result within `timeout_s`) ends the wait.
+    """
+
+    def __init__(self, url: str, *, timeout_s: float, unreachable_after_s: float) -> None:
+        self.url = url
+        self.timeout_s = timeout_s
+        self.unreachable_after_s = unreachable_after_s
+        self.slice_s = min(10.0, max(unreachable_after_s / 2, 0.5))
+
+    def __call__(self, future: Any) -> Any:
+        deadline = time.monotonic() + self.timeout_s
+        unreachable_since: float | None = None
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                return future.result(timeout=max(min(self.slice_s, remaining), 0.01))
+            except FutureTimeout:
+                now = time.monotonic()
+                if now >= deadline:
+                    raise TinkerUnavailableError(
+                        f"Tinker at {self.url} gave no result within {self.timeout_s:.0f} s"
+                    ) from None
+                if _unreachable_reason(self.url, timeout_s=min(self.slice_s, 10.0)) is None:
+                    unreachable_since = None
+                    continue
+                unreachable_since = unreachable_since or now
+                if now - unreachable_since >= self.unreachable_after_s:
+                    raise TinkerUnavailableError(
+                        f"Lost the connection to Tinker at {self.url}: no answer for "
+                        f"{now - unreachable_since:.0f} s. Check the network and TINKER_BASE_URL."
+                    ) from None
 
 
 def learning_rate_at(step: int, total_steps: int, base: float, schedule: str) -> float:
@@ -148,7 +193,7 @@ def _error_detail(exc: Any) -> str:
 
 
 @contextlib.contextmanager
-def _tinker_errors(base_url: str, timeout_s: float) -> Iterator[None]:
+def _tinker_errors(base_url: str) -> Iterator[None]:
     """SDK exceptions -> one clear TinkerTrainingError line (no SDK traceback chain)."""
     import tinker
 
@@ -168,10 +213,6 @@ def _tinker_errors(base_url: str, timeout_s: float) -> Iterator[None]:
         raise TinkerTrainingError(f"Tinker answered HTTP {exc.status_code}: {_error_detail(exc)}") from None
     except tinker.TinkerError as exc:
         raise TinkerTrainingError(f"Tinker error: {exc}") from None
-    except FutureTimeout:
-        raise TinkerUnavailableError(
-            f"Tinker at {base_url} gave no result within {timeout_s:.0f} s"
-        ) from None
     except ValueError as exc:
         # The SDK's future polling reports non-retryable HTTP errors as ValueError from an APIStatusError.
         cause = exc.__cause__
@@ -272,7 +313,7 @@ def _train_steps(
     steps_per_epoch: int,
     learning_rate: float,
     lr_schedule: str,
-    timeout_s: float,
+    wait: _Waiter,
     metrics: _MetricsLog,
     summary: dict[str, Any],
 ) -> None:
@@ -298,8 +339,8 @@ def _train_steps(
                 return
             step = in_flight.popleft()
             batch = step.batch
-            loss = _mean_loss(step.forward.result(timeout=timeout_s), batch.weights)
-            step.optim.result(timeout=timeout_s)
+            loss = _mean_loss(wait(step.forward), batch.weights)
+            wait(step.optim)
             # Steps overlap on Tinker: a step's time runs from the later of its submission and the
             # previous step's result to its own result.
             now = time.monotonic()
@@ -320,26 +361,26 @@ def _train_steps(
             progress.update(1)
             progress.set_postfix(epoch=batch.epoch, loss=f"{loss:.4f}")
             if step.validate is not None:
-                val_loss = _mean_loss(step.validate.result(timeout=timeout_s), [w for _, w in val_data])
+                val_loss = _mean_loss(wait(step.validate), [w for _, w in val_data])
                 summary["val_loss"].append(val_loss)
                 metrics.write({"epoch": batch.epoch, "step": batch.step + 1, "val_loss": val_loss})
                 progress.write(f"epoch {batch.epoch}: validation loss {val_loss:.4f}")
 
 
 def _fetch_adapter(
-    client: Any, *, url: str, key: str, output_dir: Path, base_model: str, timeout_s: float, summary: dict
+    client: Any, *, url: str, key: str, output_dir: Path, base_model: str, wait: _Waiter, summary: dict
 ) -> Path:
     """Save on Tinker, download the external-format weights, convert them to a PEFT adapter."""
     import tinker
 
-    with _tinker_errors(url, timeout_s):
-        summary["state_path"] = client.save_state(CHECKPOINT_NAME).result(timeout=timeout_s).path
-        external = client.save_weights_external(CHECKPOINT_NAME).result(timeout=timeout_s)
+    with _tinker_errors(url):
+        summary["state_path"] = wait(client.save_state(CHECKPOINT_NAME)).path
+        external = wait(client.save_weights_external(CHECKPOINT_NAME))
         summary["external_weights_path"] = external.path
         rest = tinker.RestClient(base_url=url, api_key=key)
-        listing = rest.get_external_weights_urls(external.path).result(timeout=timeout_s)
+        listing = wait(rest.get_external_weights_urls(external.path))
     raw_dir = output_dir / "tinker_checkpoint"
-    _download(listing.urls, raw_dir, timeout_s)
+    _download(listing.urls, raw_dir, wait.timeout_s)
     try:
         return convert_tinker_adapter(raw_dir, output_dir / "adapter", base_model=base_model)
     except TinkerAdapterError as exc:
@@ -363,6 +404,7 @@ def train_tinker(
     lr_schedule: str = "constant",
     train_unembed: bool = False,
     request_timeout_s: float = 1800.0,
+    unreachable_after_s: float = 120.0,
 ) -> Path:
     """Train a LoRA on Tinker and return output_dir/"adapter", a PEFT adapter for base_model.
 
@@ -373,8 +415,9 @@ def train_tinker(
     base_url / api_key default to TINKER_BASE_URL / TINKER_API_KEY. metrics_path gets one JSON
     object per optimizer step (loss, learning_rate, tokens, tokens_per_s) and per epoch (val_loss).
     Also writes output_dir/"tinker_checkpoint" (Tinker's raw export) and output_dir/"tinker_run.json".
-    Raises ValueError (bad arguments), TinkerUnavailableError (unreachable, bad or missing API key,
-    no answer) or TinkerTrainingError (Tinker refused or failed a request).
+    Waits up to request_timeout_s for any one result, and gives up once the host has not answered
+    for unreachable_after_s. Raises ValueError (bad arguments), TinkerUnavailableError (unreachable,
+    bad or missing API key, no answer) or TinkerTrainingError (Tinker refused or failed a request).
     """
     _check_arguments(
         examples,
@@ -402,13 +445,16 @@ def train_tinker(
         "steps": steps_per_epoch * epochs,
         "val_loss": [],
     }
+    wait = _Waiter(url, timeout_s=request_timeout_s, unreachable_after_s=unreachable_after_s)
     service = tinker.ServiceClient(base_url=url, api_key=key)
     status = "errored"
     try:
-        with _MetricsLog(metrics_path) as metrics, _tinker_errors(url, request_timeout_s):
-            client = service.create_lora_training_client(
-                base_model=base_model, rank=rank, seed=seed, train_unembed=train_unembed
-            ).result(timeout=request_timeout_s)
+        with _MetricsLog(metrics_path) as metrics, _tinker_errors(url):
+            client = wait(
+                service.create_lora_training_client(
+                    base_model=base_model, rank=rank, seed=seed, train_unembed=train_unembed
+                )
+            )
             summary["model_id"] = client.model_id
             _train_steps(
                 client,
@@ -418,7 +464,7 @@ def train_tinker(
                 steps_per_epoch=steps_per_epoch,
                 learning_rate=learning_rate,
                 lr_schedule=lr_schedule,
-                timeout_s=request_timeout_s,
+                wait=wait,
                 metrics=metrics,
                 summary=summary,
             )
@@ -428,7 +474,7 @@ def train_tinker(
             key=key,
             output_dir=output_dir,
             base_model=base_model,
-            timeout_s=request_timeout_s,
+            wait=wait,
             summary=summary,
         )
         (output_dir / "tinker_run.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
@@ -437,7 +483,11 @@ def train_tinker(
     except KeyboardInterrupt:
         status = "interrupted"
         raise
+    except TinkerUnavailableError:
+        status = "unreachable"
+        raise
     finally:
-        # A dead server must not hold the caller up: the session's finish is best effort.
+        # Finishing the session is best effort: a host that is gone must not hold the caller up.
+        finish_wait = {"success": 30.0, "unreachable": 0.5}.get(status, 5.0)
         with contextlib.suppress(Exception):
-            service.close(status).result(timeout=30 if status == "success" else 5)
+            service.close("errored" if status == "unreachable" else status).result(timeout=finish_wait)
