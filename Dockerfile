@@ -77,6 +77,8 @@ USER 10001
 EXPOSE 8000
 
 # /healthz answers as soon as the API process is up (the first start pulls the default model: allow time).
+# A container running only `enhancer worker` has no API: override this check (docker-compose.yml checks
+# the worker's heartbeat instead) or run it with --no-healthcheck.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=600s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"]
 
