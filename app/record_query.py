@@ -21,7 +21,7 @@ from app.core.db import get_sessionmaker
 from app.crud import as_utc
 from app.models import Item, Record
 
-DEFAULT_CHUNK = 250
+DEFAULT_CHUNK = 100  # rows per query: bounds memory (about 30 kB a row with its item)
 
 Key = tuple[datetime, str]  # (record date, record id): a total order over records
 
@@ -192,8 +192,10 @@ def iter_records(
     while True:
         query = base if cursor is None else base.where(_after(cursor, descending))
         with get_sessionmaker()() as session:
-            records = session.scalars(query.limit(chunk_size)).unique().all()
-            rows = [RecordRow.from_record(r, with_content=with_content) for r in records]
+            rows = [
+                RecordRow.from_record(r, with_content=with_content)
+                for r in session.scalars(query.limit(chunk_size)).unique()
+            ]
             session.rollback()  # read only: release the (SQLite) transaction at once
         for row in rows:
             if matches(row.metadata, filters):

@@ -13,8 +13,8 @@ from urllib.parse import quote
 
 from app.record_query import RecordRow
 
-_SPACE = re.compile(r"\s+")
-_ESCAPE = re.compile(r"([\\`*_\[\]<>|#~])")
+# Characters that could open Markdown syntax inside a line, escaped with a backslash.
+_ESCAPES = str.maketrans({c: "\\" + c for c in "\\`*_[]<>|#~"})
 _LIST_START = re.compile(r"^(\d+)([.)])")
 
 
@@ -25,10 +25,10 @@ def count_words(text: str) -> int:
 
 def inline(value: object) -> str:
     """Any text as one escaped Markdown line."""
-    text = _SPACE.sub(" ", str(value)).strip()
-    text = _ESCAPE.sub(r"\\\1", text)
-    text = _LIST_START.sub(r"\1\\\2", text)  # "1. foo" would start an ordered list
-    if text[:1] in "-+=":
+    text = " ".join(str(value).split()).translate(_ESCAPES)
+    if text[:1].isdigit():
+        text = _LIST_START.sub(r"\1\\\2", text)  # "1. foo" would start an ordered list
+    if text[:1] in ("-", "+", "="):
         text = "\\" + text
     return text
 
