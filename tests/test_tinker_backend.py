@@ -16,7 +16,12 @@ from app.contract.prompt import PromptItem, render_prompt
 from tests.fake_tinker import TINKER_LORA_ALPHA, FakeTinkerServer
 from tests.seed import seed_to_request
 from tests.tiny_model import SEED_DIR
-from training.tinker_backend import TinkerTrainingError, TinkerUnavailableError, train_tinker
+from training.tinker_backend import (
+    TinkerTrainingError,
+    TinkerUnavailableError,
+    learning_rate_at,
+    train_tinker,
+)
 from training.types import TokenizedExample
 
 BASE_MODEL = "tiny-llama"
@@ -86,7 +91,7 @@ def test_train_tinker_end_to_end_yields_a_peft_adapter(
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
-    train, validation = examples[:12], examples[12:16]
+    train, validation = examples[:12], examples[12:14]
     metrics_path = tmp_path / "metrics.jsonl"
     adapter_dir = train_tinker(
         examples=train,
@@ -250,3 +255,46 @@ def test_tinker_going_away_mid_training_gives_one_clear_error(
     assert doomed.base_url in str(caught.value)
     assert len(metrics_path.read_text().splitlines()) < 12  # it stopped early
     assert time.monotonic() - started < 45
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "linear", "constant"])
+def test_learning_rates_match_the_local_backends_schedules(schedule: str) -> None:
+    """The local backend uses transformers' schedulers; Tinker gets the same rate per step."""
+    import torch
+    from transformers import get_scheduler
+
+    total, warmup = 9, 2
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    name = {"constant": "constant_with_warmup"}.get(schedule, schedule)
+    scheduler = get_scheduler(name, optimizer=optimizer, num_warmup_steps=warmup, num_training_steps=total)
+    for step in range(total):
+        assert learning_rate_at(step, total, 0.1, schedule, warmup) == pytest.approx(
+            scheduler.get_last_lr()[0]
+        )
+        optimizer.step()
+        scheduler.step()
+
+
+def test_max_steps_stops_early_and_still_validates(
+    fake_tinker: FakeTinkerServer, examples: list[TokenizedExample], tmp_path: Path
+) -> None:
+    metrics_path = tmp_path / "metrics.jsonl"
+    _train(
+        examples,
+        tmp_path,
+        examples=examples[:8],
+        validation=examples[8:9],
+        batch_size=4,
+        epochs=3,
+        max_steps=3,
+        lr_schedule="linear",
+        warmup_ratio=0.34,
+        metrics_path=metrics_path,
+        base_url=fake_tinker.base_url,
+        api_key=fake_tinker.api_key,
+    )
+    records = [json.loads(line) for line in metrics_path.read_text().splitlines()]
+    assert [(r["epoch"], r["step"]) for r in records if "loss" in r] == [(1, 1), (1, 2), (2, 3)]
+    # Validation after each epoch's last step, and after the step that ends the run.
+    assert [r["step"] for r in records if "val_loss" in r] == [2, 3]
+    assert [r["learning_rate"] for r in records if "loss" in r] == pytest.approx([0.0, 1e-3, 5e-4])

@@ -143,16 +143,44 @@ class _Waiter:
                     ) from None
 
 
-def learning_rate_at(step: int, total_steps: int, base: float, schedule: str) -> float:
-    """Learning rate of 0-based optimizer step `step` out of `total_steps`."""
-    if schedule == "constant" or total_steps <= 1:
+def learning_rate_at(step: int, total_steps: int, base: float, schedule: str, warmup_steps: int = 0) -> float:
+    """Learning rate for 0-based optimizer step `step`: linear warmup, then the schedule's decay.
+
+    The same curves as transformers' get_scheduler (cosine, linear, constant_with_warmup) that the
+    local backend uses, so both backends train with the same learning rates.
+    """
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"unknown learning-rate schedule {schedule!r}; choose one of {LR_SCHEDULES}")
+    if step < warmup_steps:
+        return base * step / max(1, warmup_steps)
+    if schedule == "constant":
         return base
-    progress = step / (total_steps - 1)
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
     if schedule == "linear":
-        return base * (1.0 - progress)
-    if schedule == "cosine":
-        return base * 0.5 * (1.0 + math.cos(math.pi * progress))
-    raise ValueError(f"unknown learning-rate schedule {schedule!r}; choose one of {LR_SCHEDULES}")
+        return base * max(0.0, 1.0 - progress)
+    return base * max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How many optimizer steps, and the optimizer settings of each."""
+
+    total_steps: int
+    steps_per_epoch: int
+    learning_rate: float
+    lr_schedule: str
+    warmup_steps: int
+    weight_decay: float
+
+    def adam_params(self, step: int) -> Any:
+        from tinker import types
+
+        lr = learning_rate_at(step, self.total_steps, self.learning_rate, self.lr_schedule, self.warmup_steps)
+        return types.AdamParams(learning_rate=lr, weight_decay=self.weight_decay)
+
+    def ends_epoch(self, batch: _Batch) -> bool:
+        """Last step of an epoch, or of the run when max_steps cuts an epoch short."""
+        return batch.step + 1 in (batch.epoch * self.steps_per_epoch, self.total_steps)
 
 
 def _datum(example: TokenizedExample) -> tuple[Any, list[float]]:
@@ -276,6 +304,9 @@ def _check_arguments(
     epochs: int,
     batch_size: int,
     lr_schedule: str,
+    warmup_ratio: float,
+    weight_decay: float,
+    max_steps: int | None,
 ) -> None:
     if not examples:
         raise ValueError("no training examples")
@@ -283,6 +314,8 @@ def _check_arguments(
         raise ValueError("rank, epochs, batch_size must be >= 1 and learning_rate > 0")
     if lr_schedule not in LR_SCHEDULES:
         raise ValueError(f"unknown learning-rate schedule {lr_schedule!r}; choose one of {LR_SCHEDULES}")
+    if not 0 <= warmup_ratio < 1 or weight_decay < 0 or (max_steps is not None and max_steps < 1):
+        raise ValueError("warmup_ratio must be in [0, 1), weight_decay >= 0 and max_steps >= 1")
     _check_examples(examples, "training")
     _check_examples(validation, "validation")
     if not any(any(w > 0 for w in example.weights[1:]) for example in examples):
@@ -292,13 +325,17 @@ def _check_arguments(
 _Data = list[tuple[Any, list[float]]]  # (tinker Datum, its target weights)
 
 
-def _batches(train_data: _Data, epochs: int, batch_size: int, seed: int) -> Iterator[_Batch]:
-    """Shuffled batches, a fresh deterministic order per epoch."""
+def _batches(
+    train_data: _Data, epochs: int, batch_size: int, seed: int, total_steps: int
+) -> Iterator[_Batch]:
+    """Shuffled batches, a fresh deterministic order per epoch, total_steps of them at most."""
     step = 0
     for epoch in range(1, epochs + 1):
         order = list(range(len(train_data)))
         random.Random(seed + epoch).shuffle(order)
         for start in range(0, len(order), batch_size):
+            if step == total_steps:
+                return
             chosen = [train_data[i] for i in order[start : start + batch_size]]
             yield _Batch(epoch, step, [d for d, _ in chosen], [w for _, w in chosen])
             step += 1
@@ -309,32 +346,29 @@ def _train_steps(
     batches: Iterator[_Batch],
     val_data: _Data,
     *,
-    total_steps: int,
-    steps_per_epoch: int,
-    learning_rate: float,
-    lr_schedule: str,
+    plan: _Plan,
     wait: _Waiter,
     metrics: _MetricsLog,
     summary: dict[str, Any],
 ) -> None:
     """forward_backward + optim_step per batch, a validation forward() after each epoch."""
-    from tinker import types
     from tqdm.auto import tqdm
 
     in_flight: deque[_InFlight] = deque()
     last_result = time.monotonic()
-    with tqdm(total=total_steps, desc="Tinker LoRA", unit="step") as progress:
+    with tqdm(total=plan.total_steps, desc="Tinker LoRA", unit="step") as progress:
         while True:
             while len(in_flight) < STEPS_IN_FLIGHT and (batch := next(batches, None)) is not None:
-                lr = learning_rate_at(batch.step, total_steps, learning_rate, lr_schedule)
+                adam = plan.adam_params(batch.step)
                 forward = client.forward_backward(batch.data, "cross_entropy")
-                optim = client.optim_step(types.AdamParams(learning_rate=lr))
+                optim = client.optim_step(adam)
                 # Submitted right behind the epoch's last optimizer step, so it sees those weights.
-                epoch_end = batch.step + 1 == batch.epoch * steps_per_epoch
                 validate = None
-                if epoch_end and val_data:
+                if plan.ends_epoch(batch) and val_data:
                     validate = client.forward([d for d, _ in val_data], "cross_entropy")
-                in_flight.append(_InFlight(batch, lr, forward, optim, validate, time.monotonic()))
+                in_flight.append(
+                    _InFlight(batch, adam.learning_rate, forward, optim, validate, time.monotonic())
+                )
             if not in_flight:
                 return
             step = in_flight.popleft()
@@ -402,6 +436,9 @@ def train_tinker(
     api_key: str | None = None,
     seed: int = 0,
     lr_schedule: str = "constant",
+    warmup_ratio: float = 0.0,
+    weight_decay: float = 0.0,
+    max_steps: int | None = None,
     train_unembed: bool = False,
     request_timeout_s: float = 1800.0,
     unreachable_after_s: float = 120.0,
@@ -427,6 +464,9 @@ def train_tinker(
         epochs=epochs,
         batch_size=batch_size,
         lr_schedule=lr_schedule,
+        warmup_ratio=warmup_ratio,
+        weight_decay=weight_decay,
+        max_steps=max_steps,
     )
     key = resolve_api_key(api_key)
     url = resolve_base_url(base_url)
@@ -439,12 +479,16 @@ def train_tinker(
     train_data = [_datum(example) for example in examples]
     val_data = [_datum(example) for example in validation]
     steps_per_epoch = math.ceil(len(train_data) / batch_size)
-    summary: dict[str, Any] = {
-        "base_model": base_model,
-        "rank": rank,
-        "steps": steps_per_epoch * epochs,
-        "val_loss": [],
-    }
+    total_steps = min(steps_per_epoch * epochs, max_steps or steps_per_epoch * epochs)
+    plan = _Plan(
+        total_steps=total_steps,
+        steps_per_epoch=steps_per_epoch,
+        learning_rate=learning_rate,
+        lr_schedule=lr_schedule,
+        warmup_steps=round(warmup_ratio * total_steps),
+        weight_decay=weight_decay,
+    )
+    summary: dict[str, Any] = {"base_model": base_model, "rank": rank, "steps": total_steps, "val_loss": []}
     wait = _Waiter(url, timeout_s=request_timeout_s, unreachable_after_s=unreachable_after_s)
     service = tinker.ServiceClient(base_url=url, api_key=key)
     status = "errored"
@@ -458,12 +502,9 @@ def train_tinker(
             summary["model_id"] = client.model_id
             _train_steps(
                 client,
-                _batches(train_data, epochs, batch_size, seed),
+                _batches(train_data, epochs, batch_size, seed, total_steps),
                 val_data,
-                total_steps=steps_per_epoch * epochs,
-                steps_per_epoch=steps_per_epoch,
-                learning_rate=learning_rate,
-                lr_schedule=lr_schedule,
+                plan=plan,
                 wait=wait,
                 metrics=metrics,
                 summary=summary,
