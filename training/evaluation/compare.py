@@ -1,0 +1,341 @@
+"""`enhancer eval --compare`: base model vs cross-validated local LoRA vs Tinker versions.
+
+Never on training items:
+- the base model was trained on none of the items: it is scored on all of them;
+- the local LoRA is k-fold cross-validated: for each fold, `training.train.train` fits an adapter on
+  the other k-1 folds (written to a scratch file, registered in a scratch data directory so the real
+  registry is untouched), the fold's version is scored on its held-out fold, and the predictions of
+  all folds are pooled into one score over every item;
+- a registered Tinker version is scored on the items outside its manifest's training split.
+The composite test set (unannotated_test.jsonl minus training items) is split across the folds too:
+each test item is scored once, by one fold's model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from training.data import file_sha256
+from training.evaluation.composite import composite_items, composite_scores
+from training.evaluation.guard import (
+    UnverifiableTrainingDataError,
+    held_out,
+    read_registry_manifest,
+    trained_items,
+)
+from training.evaluation.items import EvalItem, load_eval_items
+from training.evaluation.registry_scores import store_scores
+from training.evaluation.runner import Prediction, evaluate, load_eval_runtime, score
+
+log = logging.getLogger(__name__)
+
+DEFAULT_FOLDS = 4
+
+
+@dataclass
+class CompareOptions:
+    data: Path
+    base_model: str
+    reports_dir: Path = Path("reports")
+    folds: int = DEFAULT_FOLDS
+    epochs: int | None = None
+    limit: int | None = None
+    repeats: int = 2
+    batch_size: int | None = None
+    test_data: Path | None = None
+    composite_limit: int | None = None
+    composite: bool = True
+    seed: int = 0
+
+
+@dataclass
+class ModelResult:
+    name: str
+    kind: str  # base | local-lora-cv | tinker
+    source: str
+    scores: dict[str, Any]
+    composite: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass
+class CompareResult:
+    report_path: Path
+    results: list[ModelResult]
+    options: dict[str, Any]
+    composite_counts: dict[str, int]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "report": str(self.report_path),
+            "options": self.options,
+            "composite_test_set": self.composite_counts,
+            "models": [
+                {
+                    "name": r.name,
+                    "kind": r.kind,
+                    "source": r.source,
+                    **r.scores,
+                    **r.composite,
+                    "notes": r.notes,
+                }
+                for r in self.results
+            ],
+        }
+
+
+def assign_folds(items: list[EvalItem], folds: int, seed: int = 0) -> list[list[EvalItem]]:
+    """Deterministic folds: items ordered by a seeded hash of their identity, dealt round-robin."""
+    if folds < 2:
+        raise ValueError("cross-validation needs at least 2 folds")
+    if len(items) < folds:
+        raise ValueError(f"{len(items)} items cannot fill {folds} folds")
+    ranked = sorted(items, key=lambda item: hashlib.sha256(f"{seed}:{item.key}".encode()).hexdigest())
+    return [ranked[i::folds] for i in range(folds)]
+
+
+def write_subset(data: Path, items: list[EvalItem], target: Path) -> Path:
+    """The original lines of `items` (training parses them exactly as it parses the full file)."""
+    lines = data.read_text(encoding="utf-8").splitlines()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text("\n".join(lines[item.line - 1] for item in sorted(items, key=lambda i: i.line)) + "\n",
+                      encoding="utf-8")  # fmt: skip
+    return target
+
+
+@contextmanager
+def scratch_data_dir(path: Path) -> Iterator[None]:
+    """Fold versions are registered under a scratch data dir with its own SQLite registry."""
+    from app.core.db import reset_caches
+
+    saved = {name: os.environ.get(name) for name in ("ENHANCER_DATA_DIR", "DATABASE_URL", "ENHANCER_MODEL")}
+    os.environ["ENHANCER_DATA_DIR"] = str(path)
+    os.environ.pop("DATABASE_URL", None)
+    os.environ.pop("ENHANCER_MODEL", None)
+    reset_caches()
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        reset_caches()
+
+
+def _evaluate_with_composite(
+    name: str,
+    kind: str,
+    source: str,
+    items: list[EvalItem],
+    test_items: list[EvalItem],
+    options: CompareOptions,
+) -> ModelResult:
+    started = time.perf_counter()
+    runtime = load_eval_runtime(source)
+    report = evaluate(source, items, repeats=options.repeats, batch_size=options.batch_size, runtime=runtime)
+    result = ModelResult(name, kind, source, report.to_json())
+    if test_items:
+        test_report = evaluate(source, test_items, repeats=1, batch_size=options.batch_size, runtime=runtime)
+        result.composite = {k: v for k, v in test_report.metrics.items() if k.startswith("composite")}
+        result.composite["composite_schema_valid_rate"] = test_report.metrics["schema_valid_rate"]
+    result.seconds = round(time.perf_counter() - started, 1)
+    return result
+
+
+def evaluate_base(options: CompareOptions, items: list[EvalItem], test_items: list[EvalItem]) -> ModelResult:
+    result = _evaluate_with_composite("base", "base", options.base_model, items, test_items, options)
+    result.notes.append(f"scored on all {len(items)} items (it was trained on none)")
+    return result
+
+
+def cross_validate_local(
+    options: CompareOptions, items: list[EvalItem], test_items: list[EvalItem], scratch: Path
+) -> ModelResult:
+    from training.config import TrainConfig
+    from training.train import train
+
+    started = time.perf_counter()
+    folds = assign_folds(items, options.folds, options.seed)
+    test_folds = [test_items[i :: options.folds] for i in range(options.folds)]
+    pooled_items: list[EvalItem] = []
+    pooled_runs: list[list[Prediction]] = [[] for _ in range(max(1, options.repeats))]
+    pooled_test: list[EvalItem] = []
+    pooled_test_predictions: list[Prediction] = []
+    notes = []
+    epochs_used = None
+    for index, held in enumerate(folds):
+        training_items = [item for j, fold in enumerate(folds) if j != index for item in fold]
+        train_file = write_subset(options.data, training_items, scratch / f"fold-{index}" / "train.jsonl")
+        fold_dir = scratch / f"fold-{index}"
+        overrides: dict[str, Any] = {"epochs": options.epochs} if options.epochs else {}
+        config = TrainConfig(
+            data=train_file,
+            base_model=options.base_model,
+            validation_fraction=0.0,
+            seed=options.seed,
+            version_id=f"cv-fold-{index}",
+            output_dir=fold_dir / "run",
+            **overrides,
+        )
+        epochs_used = config.epochs
+        log.info(
+            "fold %d/%d: training on %d items, holding out %d",
+            index + 1,
+            len(folds),
+            len(training_items),
+            len(held),
+        )
+        fold_started = time.perf_counter()
+        with scratch_data_dir(fold_dir / "data"):
+            trained = train(config)
+        train_seconds = time.perf_counter() - fold_started
+        version = str(trained.version_dir)
+        runtime = load_eval_runtime(version)
+        # evaluate() re-reads the fold version's manifest and refuses any training item.
+        report = evaluate(
+            version, held, repeats=options.repeats, batch_size=options.batch_size, runtime=runtime
+        )
+        store_scores(version, f"{options.data.stem}-heldout-fold-{index}", report.to_json())
+        pooled_items += held
+        for run_index in range(len(pooled_runs)):
+            pooled_runs[run_index] += _run(report, run_index)
+        if test_folds[index]:
+            test_report = evaluate(
+                version, test_folds[index], repeats=1, batch_size=options.batch_size, runtime=runtime
+            )
+            pooled_test += test_folds[index]
+            pooled_test_predictions += test_report.predictions
+        notes.append(
+            f"fold {index}: trained on {len(training_items)} items in {train_seconds:.0f} s "
+            f"(loss {_losses(trained.epochs)}), scored on {len(held)} held-out items"
+        )
+    scores = score(pooled_items, pooled_runs)
+    result = ModelResult(
+        f"local LoRA ({options.folds}-fold CV)",
+        "local-lora-cv",
+        f"{options.folds} fold versions under {scratch}",
+        {"n_items": len(pooled_items), **scores},
+        notes=[f"{options.folds}-fold cross-validation, {epochs_used} epochs per fold", *notes],
+    )
+    if pooled_test:
+        result.composite = composite_scores(pooled_test, pooled_test_predictions)
+        result.composite["composite_schema_valid_rate"] = sum(
+            p.metadata is not None for p in pooled_test_predictions
+        ) / len(pooled_test_predictions)
+    result.seconds = round(time.perf_counter() - started, 1)
+    return result
+
+
+def _run(report: Any, run_index: int) -> list[Prediction]:
+    return report.all_runs[run_index]
+
+
+def _losses(epochs: list[dict[str, Any]]) -> str:
+    losses = [e.get("train_loss") for e in epochs if e.get("train_loss") is not None]
+    return " -> ".join(f"{x:.3f}" for x in losses) if losses else "n/a"
+
+
+def tinker_versions(models_dir: Path) -> list[Path]:
+    found = []
+    for manifest in sorted(models_dir.glob("*/manifest.json")):
+        data = read_registry_manifest(manifest.parent) or {}
+        if ((data.get("training") or {}).get("backend")) == "tinker":
+            found.append(manifest.parent)
+    return found
+
+
+def evaluate_tinker(
+    version_dir: Path, options: CompareOptions, items: list[EvalItem], test_items: list[EvalItem]
+) -> ModelResult | None:
+    try:
+        trained = trained_items(version_dir)
+    except UnverifiableTrainingDataError as error:
+        log.warning("skipping %s: %s", version_dir.name, error)
+        return None
+    held, removed = held_out(items, trained)
+    test_held, test_removed = held_out(test_items, trained)
+    if not held:
+        log.warning("skipping %s: it was trained on every evaluation item", version_dir.name)
+        return None
+    result = _evaluate_with_composite(
+        f"Tinker LoRA ({version_dir.name})", "tinker", str(version_dir), held, test_held, options
+    )
+    result.notes.append(
+        f"{removed} training items left out; scored on {len(held)} ({test_removed} test items left out)"
+    )
+    return result
+
+
+def _store_cv_scores(models_dir: Path, data: Path, result: ModelResult) -> list[str]:
+    """The CV estimate describes the recipe on this data: record it on local versions trained on it."""
+    sha = file_sha256(data)
+    stored = []
+    for manifest in sorted(models_dir.glob("*/manifest.json")):
+        info = read_registry_manifest(manifest.parent) or {}
+        if info.get("data_sha256") == sha and (info.get("training") or {}).get("backend") == "local":
+            scores = {**result.scores, **result.composite, "notes": result.notes}
+            store_scores(manifest.parent, f"{data.stem}-cross-validated", scores)
+            stored.append(manifest.parent.name)
+    return stored
+
+
+def run_compare(options: CompareOptions) -> CompareResult:
+    from app.core.config import get_settings
+    from training.evaluation.report import write_report
+
+    models_dir = get_settings().models_dir
+    items = load_eval_items(options.data)
+    if options.limit:
+        items = items[: options.limit]
+    test_items: list[EvalItem] = []
+    counts: dict[str, int] = {}
+    test_path = options.test_data or options.data.parent / "unannotated_test.jsonl"
+    if options.composite and test_path.is_file():
+        test_items, counts = composite_items(test_path, [options.data])
+        if options.composite_limit:
+            test_items = test_items[: options.composite_limit]
+            counts["scored"] = len(test_items)
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    out_dir = options.reports_dir / f"eval-{stamp}"
+    scratch = out_dir / "cv"
+
+    results = []
+    base = evaluate_base(options, items, test_items)
+    store_scores(options.base_model, options.data.stem, base.scores)
+    if base.composite:
+        store_scores(options.base_model, f"composite-{test_path.stem}", base.composite)
+    results.append(base)
+    local = cross_validate_local(options, items, test_items, scratch)
+    stored = _store_cv_scores(models_dir, options.data, local)
+    if stored:
+        local.notes.append(f"CV scores stored in the manifests of {', '.join(stored)}")
+    results.append(local)
+    for version_dir in tinker_versions(models_dir):
+        tinker = evaluate_tinker(version_dir, options, items, test_items)
+        if tinker is not None:
+            store_scores(version_dir, f"{options.data.stem}-heldout", tinker.scores)
+            results.append(tinker)
+    option_values = {
+        "data": str(options.data),
+        "base_model": options.base_model,
+        "folds": options.folds,
+        "epochs": options.epochs,
+        "limit": options.limit,
+        "repeats": options.repeats,
+        "test_data": str(test_path) if test_items else None,
+        "composite_limit": options.composite_limit,
+    }
+    report_path = write_report(out_dir, results, option_values, counts)
+    return CompareResult(report_path, results, option_values, counts)
