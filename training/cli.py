@@ -10,6 +10,9 @@ from pathlib import Path
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Training adds `train` (and `eval`) here."""
     register_train(sub)
+    from training.evaluation.cli import register_eval
+
+    register_eval(sub)
 
 
 def register_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
