@@ -165,3 +165,59 @@ def insert_records(
     if records:
         flush()
     return record_ids
+
+
+def insert_seed_records(requests: list[dict[str, Any]], annotations: list[dict[str, Any]],
+                        sources: tuple[str, ...] = ("TLDR AI", "The Batch")) -> list[str]:  # fmt: skip
+    """Readable records from seed items (for the review page): labels from the seed annotations,
+    the rest plausible; sources alternate so that filtering by source means something."""
+    settings = get_settings()
+    settings.ensure_dirs()
+    upgrade_database(settings.sqlalchemy_url)
+    now = datetime.now(UTC)
+    ids: list[str] = []
+    with get_engine().begin() as connection:
+        for index, (request, annotation) in enumerate(zip(requests, annotations, strict=True)):
+            source = sources[index % len(sources)]
+            date = START + timedelta(days=index, hours=9)
+            content, url = request["content"], request.get("url")
+            derived = derive_fields(content=content, links=[url] if url else [])
+            summary = (annotation.get("summary") or content)[:300]
+            metadata = NewsMetadata(
+                summary=summary if len(summary) >= 10 else f"{request['subject']} (news item)",
+                key_topics=[t for t in annotation.get("topics", []) if 2 <= len(t) <= 48][:5] or ["AI news"],
+                entities=[c for c in annotation.get("companies", []) if 2 <= len(c) <= 64][:8],
+                categories=["product_launch"],
+                sentiment="neutral",
+                urgency_level="medium",
+                relevance_score=annotation.get("relevance_score") or 5,
+                action_items=[],
+                source=source,
+                headline=request["subject"],
+                date=date,
+                url=url,
+                links=derived.links,
+                content_length=derived.content_length,
+                link_count=derived.link_count,
+                word_count=derived.word_count,
+                reading_time_minutes=derived.reading_time_minutes,
+                has_html=derived.has_html,
+            ).model_dump(mode="json")
+            item_id, job_id, record_id = new_id(), new_id(), new_id()
+            connection.execute(insert(Item), [{
+                "id": item_id, "source": source, "subject": request["subject"], "sender": request["from"],
+                "date": date, "message_id": request["message_id"], "content": content,
+                "content_sha256": content_sha256(content), "url": url, "links": [url] if url else [],
+                "has_html": False, "created_at": now,
+            }])  # fmt: skip
+            connection.execute(insert(Job), [{
+                "id": job_id, "item_id": item_id, "status": JobStatus.succeeded.value, "attempts": 1,
+                "created_at": now, "updated_at": now, "finished_at": now,
+            }])  # fmt: skip
+            connection.execute(insert(Record), [{
+                "id": record_id, "job_id": job_id, "item_id": item_id, "source": source, "date": date,
+                "data": metadata, "model_version_id": "seed", "generation_seconds": 1.0, "created_at": now,
+                "reviewed": False, "corrected_data": None, "reviewed_at": None,
+            }])  # fmt: skip
+            ids.append(record_id)
+    return ids
