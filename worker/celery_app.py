@@ -60,10 +60,14 @@ def enqueue_jobs(job_ids: list[str], *, countdown: float | None = None) -> bool:
     """Send job ids to the broker. False when it is unreachable: the reconciler re-sends later."""
     if not job_ids:
         return True
+    settings = get_settings()
     try:
-        _producer(get_settings().celery_broker_url).send_task(
-            TASK_ENHANCE, args=[job_ids], countdown=countdown, retry=False
-        )
+        producer = _producer(settings.celery_broker_url)
+        # One message per model batch: a 100-item request (or a reconciler pass over a backlog)
+        # must not become one task that claims every job in a single generate call.
+        for start in range(0, len(job_ids), settings.max_batch_size):
+            chunk = job_ids[start : start + settings.max_batch_size]
+            producer.send_task(TASK_ENHANCE, args=[chunk], countdown=countdown, retry=False)
     except Exception:  # broker down: jobs stay queued in the database and are not lost
         import logging
 

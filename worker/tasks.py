@@ -61,6 +61,7 @@ def enhance_jobs(job_ids: list[str]) -> dict[str, int]:
     global _jobs_done
     settings = get_settings()
     claim_token = f"{HOSTNAME}:{new_id()[:8]}"
+    job_ids = job_ids[: settings.max_batch_size]  # ids past a batch stay queued for the reconciler
     with session_scope() as session:
         jobs = claim_jobs(
             session,
