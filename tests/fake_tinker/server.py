@@ -105,7 +105,7 @@ class FakeTinkerService:
         base_models: dict[str, Path],
         storage_dir: Path,
         api_keys: Iterable[str] = (DEFAULT_API_KEY,),
-        long_poll_s: float = 5.0,
+        long_poll_s: float = 25.0,
     ) -> None:
         self.base_models = {name: Path(path) for name, path in base_models.items()}
         self.storage_dir = Path(storage_dir)
@@ -571,7 +571,7 @@ class FakeTinkerServer:
         base_models: dict[str, Path],
         storage_dir: Path,
         api_keys: Iterable[str] = (DEFAULT_API_KEY,),
-        long_poll_s: float = 5.0,
+        long_poll_s: float = 25.0,
     ) -> None:
         self.service = FakeTinkerService(
             base_models=base_models, storage_dir=storage_dir, api_keys=api_keys, long_poll_s=long_poll_s
