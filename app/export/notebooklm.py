@@ -101,10 +101,6 @@ class NotebookPlan:
     files: list[PlannedFile] = field(default_factory=list)
     strategy: str = "empty"
 
-    @property
-    def items(self) -> int:
-        return sum(s.items for f in self.files for s in f.segments)
-
 
 def _header_allowance(filters: RecordFilter) -> int:
     """Words of a file's title and preamble, bounded from above."""

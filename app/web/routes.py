@@ -161,7 +161,8 @@ def _same_origin(request: Request) -> bool:
     origin = request.headers.get("origin")
     if not origin or origin == "null":
         return True
-    return urlsplit(origin).netloc == request.headers.get("host", "")
+    hosts = {request.headers.get("host", ""), request.headers.get("x-forwarded-host", "")} - {""}
+    return urlsplit(origin).netloc in hosts  # behind a proxy the page's host may be X-Forwarded-Host
 
 
 @router.post("/records/{record_id}", response_class=HTMLResponse)
