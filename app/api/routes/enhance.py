@@ -6,14 +6,17 @@ from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from app.api.deps import SessionDep, SettingsDep
 from app.api.schemas import EnhanceAccepted, ErrorOut, JobRef
 from app.contract import EnhanceItem
 from app.contract.request import EnhanceBatch
+from app.core.config import Settings
 from app.crud import (
     count_queued_jobs,
     find_idempotency_key,
@@ -21,6 +24,7 @@ from app.crud import (
     save_idempotency_key,
     submit_items,
 )
+from app.models import Job
 from worker.celery_app import enqueue_jobs
 
 router = APIRouter(tags=["enhance"])
@@ -123,6 +127,26 @@ async def enhance(
     check_item_limits(body, max_items=settings.max_batch_items, max_chars=settings.max_item_chars)
     items, single = parse_enhance_body(body)
     body_hash = request_sha256(body) if idempotency_key else ""
+    # Database and broker calls block (a lock wait, a broker timeout): keep them off the event loop.
+    jobs, replayed = await run_in_threadpool(
+        accept_items, session, settings, items=items, idempotency_key=idempotency_key, body_hash=body_hash
+    )
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    if single and jobs:
+        response.headers["Location"] = f"/v1/jobs/{jobs[0].id}"
+    return EnhanceAccepted(jobs=[JobRef(id=job.id, status=job.status) for job in jobs])
+
+
+def accept_items(
+    session: Session,
+    settings: Settings,
+    *,
+    items: list[EnhanceItem],
+    idempotency_key: str | None,
+    body_hash: str,
+) -> tuple[list[Job], bool]:
+    """(jobs, replayed): persist items and jobs in one transaction, then enqueue the new jobs."""
     key_max_age = timedelta(hours=settings.idempotency_ttl_hours)
     for attempt in range(_SUBMIT_TRIES):
         try:
@@ -136,11 +160,7 @@ async def enhance(
                             "payload; send a new key for a new request",
                             "idempotency_key_reused",
                         )
-                    jobs = jobs_by_ids(session, job_ids=stored.job_ids)
-                    response.headers["Idempotent-Replayed"] = "true"
-                    if single and jobs:
-                        response.headers["Location"] = f"/v1/jobs/{jobs[0].id}"
-                    return EnhanceAccepted(jobs=[JobRef(id=job.id, status=job.status) for job in jobs])
+                    return jobs_by_ids(session, job_ids=stored.job_ids), True
             queued_before = count_queued_jobs(session)
             submitted = submit_items(session, items=items, idempotency_key=idempotency_key)
             created = [s.job.id for s in submitted if s.created]
@@ -166,7 +186,6 @@ async def enhance(
             session.rollback()
             if attempt == _SUBMIT_TRIES - 1:
                 raise
-    enqueue_jobs(created)
-    if single:
-        response.headers["Location"] = f"/v1/jobs/{submitted[0].job.id}"
-    return EnhanceAccepted(jobs=[JobRef(id=s.job.id, status=s.job.status) for s in submitted])
+    if created:
+        enqueue_jobs(created)  # broker down: the jobs wait in the database for the reconciler
+    return [s.job for s in submitted], False

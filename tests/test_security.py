@@ -1,0 +1,312 @@
+"""API keys, Idempotency-Key, and request limits, through the real app and database (no worker)."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from tests.conftest import API_HEADERS, REPO_ROOT, TEST_API_KEY, apply_env
+from tests.reliability_helpers import ApiServer, free_port
+
+ITEM = {
+    "source": "TLDR AI",
+    "subject": "OpenAI and Broadcom announce a chip deal",
+    "from": "dan@tldrnewsletter.com",
+    "date": "2025-10-16T08:00:00Z",
+    "message_id": "<abc@tldr>",
+    "content": "OpenAI will design custom AI chips with Broadcom.",
+}
+
+
+def _item(n: int, **changes: object) -> dict:
+    return {**ITEM, "message_id": f"<m{n}@x>", **changes}
+
+
+@pytest.fixture
+def app_env(service_env, monkeypatch):  # type: ignore[no-untyped-def]
+    def configure(**extra: str | None) -> None:
+        apply_env(monkeypatch, service_env, **extra)
+
+    return configure
+
+
+@pytest.fixture
+def client(service_env) -> Iterator[TestClient]:
+    with TestClient(create_app(), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+# API keys -----------------------------------------------------------------------------------
+
+
+def _v1_routes() -> list[tuple[str, str]]:
+    """Every /v1 operation in the spec (so routers added later are covered too), with dummy ids."""
+    routes = []
+    for path, operations in create_app().openapi()["paths"].items():
+        if path.startswith("/v1"):
+            routes += [(method.upper(), re.sub(r"\{[^}]+\}", "x", path)) for method in operations]
+    return routes
+
+
+def test_every_v1_route_needs_a_key(client: TestClient) -> None:
+    routes = _v1_routes()
+    assert len(routes) >= 5 and ("POST", "/v1/enhance") in routes
+    for method, path in routes:
+        missing = client.request(method, path)
+        assert missing.status_code == 401, (method, path, missing.text)
+        assert missing.headers["www-authenticate"].startswith("Bearer")
+        assert "X-API-Key" in missing.json()["message"]
+        wrong = client.request(method, path, headers={"X-API-Key": TEST_API_KEY + "x"})
+        assert wrong.status_code == 403, (method, path)
+        wrong_bearer = client.request(method, path, headers={"Authorization": "Bearer nope"})
+        assert wrong_bearer.status_code == 403, (method, path)
+        for headers in (API_HEADERS, {"Authorization": f"Bearer {TEST_API_KEY}"}):
+            assert client.request(method, path, headers=headers).status_code not in (401, 403), (method, path)
+
+
+def test_health_and_metrics_stay_open(client: TestClient) -> None:
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/readyz").status_code in (200, 503)
+    assert client.get("/metrics").status_code == 200
+
+
+def test_any_of_several_configured_keys_works(app_env) -> None:  # type: ignore[no-untyped-def]
+    app_env(ENHANCER_API_KEYS=" first-key , second-key ")
+    with TestClient(create_app()) as client:
+        for key in ("first-key", "second-key"):
+            assert client.get("/v1/records", headers={"X-API-Key": key}).status_code == 200
+        assert client.get("/v1/records", headers={"X-API-Key": "first"}).status_code == 403
+        assert client.get("/v1/records", headers={"X-API-Key": ""}).status_code == 401
+
+
+def test_review_page_takes_the_key_once_then_a_cookie(client: TestClient) -> None:
+    assert client.get("/review").status_code == 401
+    assert client.get("/review", params={"api_key": "wrong"}).status_code == 403
+    signed_in = client.get(
+        "/review", params={"api_key": TEST_API_KEY, "source": "TLDR"}, follow_redirects=False
+    )
+    assert signed_in.status_code == 303
+    assert signed_in.headers["location"] == "/review?source=TLDR"  # the key leaves the URL
+    cookie = signed_in.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie and "path=/review" in cookie
+    page = client.get(signed_in.headers["location"])  # the client now holds the cookie
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    client.cookies.clear()
+    assert client.get("/review").status_code == 401
+    assert client.get("/review", headers=API_HEADERS).status_code == 200
+
+
+def test_first_start_creates_a_private_key_file(app_env, service_env) -> None:  # type: ignore[no-untyped-def]
+    app_env(ENHANCER_API_KEYS=None)
+    key_file = os.path.join(service_env["ENHANCER_DATA_DIR"], "api_key")
+    with TestClient(create_app()) as client:
+        key = Path(key_file).read_text().strip()
+        assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
+        assert client.get("/v1/records", headers={"X-API-Key": key}).status_code == 200
+        assert client.get("/v1/records", headers=API_HEADERS).status_code == 403
+    with TestClient(create_app()):  # a restart keeps the key
+        assert Path(key_file).read_text().strip() == key
+
+
+def test_enhancer_serve_prints_how_to_use_its_new_key(service_env, tmp_path) -> None:
+    env = {k: v for k, v in {**os.environ, **service_env}.items() if k != "ENHANCER_API_KEYS"}
+    port = free_port()
+    command = [sys.executable, "-m", "app.cli", "serve", "--no-worker", "--port", str(port)]
+    server = subprocess.Popen(
+        command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        lines = []
+        for line in iter(server.stdout.readline, b""):  # type: ignore[union-attr]
+            lines.append(line.decode())
+            if "curl" in line.decode():
+                break
+        printed = "".join(lines)
+        key = re.search(r"created API key (\S+) in", printed)
+        assert key, printed
+        assert f'curl -H "X-API-Key: {key.group(1)}" http://127.0.0.1:{port}/v1/records' in printed
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                response = httpx.get(
+                    f"http://127.0.0.1:{port}/v1/records", headers={"X-API-Key": key.group(1)}
+                )
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and server.poll() is None
+                time.sleep(0.2)
+        assert response.status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{port}/v1/records").status_code == 401
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+# Idempotency --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def db_client(service_env, database_url, monkeypatch) -> Iterator[TestClient]:
+    apply_env(monkeypatch, service_env, DATABASE_URL=database_url)
+    with TestClient(create_app(), headers=API_HEADERS, raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+def test_idempotency_key_maps_a_retry_to_the_same_jobs(db_client: TestClient) -> None:
+    batch = {"items": [_item(1), _item(2)]}
+    first = db_client.post("/v1/enhance", json=batch, headers={"Idempotency-Key": "batch-1"})
+    assert first.status_code == 202 and "idempotent-replayed" not in first.headers
+    # The same JSON value serialized differently is the same payload.
+    reordered = {"items": [dict(reversed(list(item.items()))) for item in batch["items"]]}
+    again = db_client.post("/v1/enhance", json=reordered, headers={"Idempotency-Key": "batch-1"})
+    assert again.status_code == 202 and again.headers["idempotent-replayed"] == "true"
+    assert again.json() == first.json()
+    single = db_client.post("/v1/enhance", json=_item(3), headers={"Idempotency-Key": "one"})
+    replay = db_client.post("/v1/enhance", json=_item(3), headers={"Idempotency-Key": "one"})
+    assert replay.headers["location"] == single.headers["location"]
+
+
+def test_idempotency_key_with_another_payload_is_422(db_client: TestClient) -> None:
+    assert db_client.post("/v1/enhance", json=_item(1), headers={"Idempotency-Key": "k"}).status_code == 202
+    other = db_client.post("/v1/enhance", json=_item(2), headers={"Idempotency-Key": "k"})
+    assert other.status_code == 422
+    assert "Idempotency-Key 'k' was already used with a different payload" in other.json()["message"]
+    too_long = db_client.post("/v1/enhance", json=_item(2), headers={"Idempotency-Key": "k" * 201})
+    assert too_long.status_code == 422 and "Idempotency-Key" in too_long.json()["message"]
+
+
+def test_message_id_and_content_map_resends_without_a_key(db_client: TestClient) -> None:
+    first = db_client.post("/v1/enhance", json=_item(1)).json()
+    assert db_client.post("/v1/enhance", json=_item(1)).json() == first
+    changed = db_client.post("/v1/enhance", json=_item(1, content="A corrected text.")).json()
+    assert changed != first  # same e-mail, new content: a new job
+
+
+def test_concurrent_first_uses_of_one_key_make_one_job(
+    service_env, database_url, monkeypatch, tmp_path
+) -> None:
+    apply_env(monkeypatch, service_env, DATABASE_URL=database_url)
+    api = ApiServer(service_env, tmp_path / "api.log").start()
+    answers: list[tuple[int, str]] = []
+
+    def post() -> None:
+        with api.client(timeout=30) as client:
+            response = client.post("/v1/enhance", json=_item(7), headers={"Idempotency-Key": "race"})
+            answers.append((response.status_code, response.text))
+
+    threads = [threading.Thread(target=post) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    api.kill()
+    assert {status for status, _ in answers} == {202}, answers
+    assert len({text for _, text in answers}) == 1  # everyone got the same job
+    from tests.reliability_helpers import read_ledger
+
+    assert sum(read_ledger().statuses.values()) == 1
+
+
+# Limits --------------------------------------------------------------------------------------
+
+
+def test_body_over_the_limit_is_413_before_parsing(app_env) -> None:  # type: ignore[no-untyped-def]
+    app_env(ENHANCER_MAX_BODY_BYTES="2048")
+    with TestClient(create_app(), headers=API_HEADERS) as client:
+        big = _item(1, content="x" * 3000)
+        declared = client.post("/v1/enhance", json=big)
+        assert declared.status_code == 413
+        assert "2048 bytes" in declared.json()["message"]
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it streams
+            yield b'{"items": ['
+            for _ in range(100):
+                yield b'"' + b"y" * 100 + b'",'
+            yield b'"z"]}'
+
+        streamed = client.post("/v1/enhance", content=chunks(), headers={"content-type": "application/json"})
+        assert streamed.status_code == 413
+        assert client.post("/v1/enhance", json=_item(1)).status_code == 202
+
+
+def test_streamed_body_is_cut_off_at_the_limit_by_a_real_server(service_env, monkeypatch, tmp_path) -> None:
+    """Over a real socket: the 413 arrives while the client is still sending an endless chunked body."""
+    import socket
+
+    apply_env(monkeypatch, service_env, ENHANCER_MAX_BODY_BYTES="65536")
+    api = ApiServer(service_env, tmp_path / "api.log").start()
+    try:
+        with socket.create_connection(("127.0.0.1", api.port), timeout=10) as conn:
+            head = (
+                f"POST /v1/enhance HTTP/1.1\r\nHost: x\r\nX-API-Key: {TEST_API_KEY}\r\n"
+                "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+            )
+            conn.sendall(head.encode())
+            chunk = b"x" * 8192
+            sent, reply = 0, b""
+            conn.settimeout(0.05)
+            while sent < 50 * 1024 * 1024 and not reply:
+                try:
+                    conn.sendall(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+                    sent += len(chunk)
+                    reply = conn.recv(4096)
+                except TimeoutError:
+                    continue
+                except OSError:  # the server closed the connection after answering
+                    break
+            conn.settimeout(5)
+            reply = reply or conn.recv(4096)
+        assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
+        assert sent < 1024 * 1024  # it did not read the whole (endless) body first
+    finally:
+        api.kill()
+
+
+def test_item_limits_are_422_with_the_limit(app_env) -> None:  # type: ignore[no-untyped-def]
+    app_env(ENHANCER_MAX_BATCH_ITEMS="3", ENHANCER_MAX_ITEM_CHARS="100")
+    with TestClient(create_app(), headers=API_HEADERS) as client:
+        batch = client.post("/v1/enhance", json={"items": [_item(n) for n in range(4)]})
+        assert batch.status_code == 422
+        assert batch.json()["message"] == "items: at most 3 items per request, got 4"
+        long_item = client.post("/v1/enhance", json={"items": [_item(1), _item(2, content="c" * 101)]})
+        assert long_item.status_code == 422
+        assert (
+            long_item.json()["message"]
+            == "items.1.content: at most 100 characters of content per item, got 101"
+        )
+        single = client.post("/v1/enhance", json=_item(1, content="c" * 101))
+        assert single.json()["message"] == "content: at most 100 characters of content per item, got 101"
+        assert client.post("/v1/enhance", json={"items": [_item(n) for n in range(3)]}).status_code == 202
+
+
+def test_default_limits_come_from_the_contract(client: TestClient) -> None:
+    too_many = client.post("/v1/enhance", json={"items": [_item(n) for n in range(101)]}, headers=API_HEADERS)
+    assert "at most 100 items" in too_many.json()["message"]
+    too_long = client.post("/v1/enhance", json=_item(1, content="c" * 100_001), headers=API_HEADERS)
+    assert "at most 100000 characters" in too_long.json()["message"]
+
+
+def test_full_queue_is_429_with_retry_after(app_env) -> None:  # type: ignore[no-untyped-def]
+    app_env(ENHANCER_MAX_QUEUED_JOBS="3", ENHANCER_QUEUE_RETRY_AFTER="7")
+    with TestClient(create_app(), headers=API_HEADERS) as client:
+        assert client.post("/v1/enhance", json={"items": [_item(1), _item(2)]}).status_code == 202
+        over = client.post("/v1/enhance", json={"items": [_item(3), _item(4)]})
+        assert over.status_code == 429
+        assert over.headers["retry-after"] == "7"
+        assert "queue full: 2 jobs waiting, the limit is 3" in over.json()["message"]
+        # Nothing of the refused batch was stored: a re-send of known items is still answered.
+        assert client.post("/v1/enhance", json=_item(1)).status_code == 202
+        assert client.post("/v1/enhance", json=_item(3)).status_code == 202  # fits: 3 of 3
+        assert client.post("/v1/enhance", json=_item(4)).status_code == 429
