@@ -15,8 +15,13 @@ from typing import Any
 LOG_FORMAT_ENV = "ENHANCER_LOG_FORMAT"
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
-# Attributes every LogRecord has; anything else on a record came from `extra=` and is worth keeping.
-_STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+# Attributes every LogRecord has; anything else on a record came from `extra=` and is worth keeping
+# (except uvicorn's `color_message`, the message again with terminal colour codes).
+_STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "color_message",
+}
 
 
 def json_enabled() -> bool:
