@@ -108,11 +108,17 @@ def enhance_jobs(job_ids: list[str]) -> dict[str, int]:
                     generation_seconds=outcome.seconds,
                 )
                 succeeded += record is not None
-                log.info("job %s succeeded in %.2f s (%d tokens, %d decoding attempt(s))",
-                         job_id, elapsed, outcome.new_tokens, outcome.attempts)
+                log.info(
+                    "job %s succeeded in %.2f s (%d tokens, %d decoding attempt(s))",
+                    job_id,
+                    elapsed,
+                    outcome.new_tokens,
+                    outcome.attempts,
+                )
                 continue
             retry = model_failure and attempt < settings.job_max_attempts
-            finish_job_failed(session, job_id=job_id, claim_token=claim_token, error=outcome.error or "unknown", retry=retry)
+            error = outcome.error or "unknown"
+            finish_job_failed(session, job_id=job_id, claim_token=claim_token, error=error, retry=retry)
         if retry:
             log.info("job %s re-queued after attempt %d: %s", job_id, attempt, outcome.error)
             enqueue_jobs([job_id], countdown=min(60.0, 2.0**attempt))
