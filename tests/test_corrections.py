@@ -32,7 +32,7 @@ def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Te
     monkeypatch.setenv("ENHANCER_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("ENHANCER_API_KEYS", TEST_API_KEY)
     reset_caches()
-    ids = insert_records(5, weeks=1)
+    ids = insert_records(20, weeks=1)
     from app.main import create_app
 
     with TestClient(create_app(), headers=API_HEADERS) as test_client:
@@ -78,6 +78,8 @@ def test_review_form_shows_the_same_errors_inline_and_saves_nothing(
     api, ids = client
     page = api.get(f"/review?api_key={TEST_API_KEY}", follow_redirects=True)
     assert page.status_code == 200 and ids[1] in page.text
+    # Item and model text is escaped: generated headlines carry "<b>html</b>".
+    assert "&lt;b&gt;html&lt;/b&gt;" in page.text and "<b>html</b>" not in page.text
     form = {
         "summary": "too short", "key_topics": "", "entities": "x", "categories": ["research", "tutorial",
         "other", "opinion_analysis"], "sentiment": "gloomy", "urgency_level": "low", "relevance_score": "ten",

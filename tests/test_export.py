@@ -477,6 +477,9 @@ def test_export_reads_the_same_on_postgresql(database_url: str | None, tmp_path:
         assert len(items) == 600
         stream = open_export("jsonl", RecordFilter(source="Meta"))
         assert b"".join(stream.chunks) == b""  # a source nobody has
+        empty = _zip(RecordFilter(source="Meta"))
+        assert empty.namelist() == [INDEX_NAME]
+        assert "No records match this export." in empty.read(INDEX_NAME).decode("utf-8")
         walked = [json.loads(line)["id"] for line in b"".join(open_export("jsonl").chunks).splitlines()]
         assert sorted(walked) == sorted(ids) and len(walked) == len(set(walked))
     finally:
