@@ -259,7 +259,7 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path: Path, tiny_model_di
 
     train, validation, pad_id = _tiny_examples(tiny_model_dir, 6)
     config = load_config(data=SEED_FILE, base_model=str(tiny_model_dir), epochs=2, batch_size=2, rank=4,
-                         learning_rate=1e-2, output_dir=tmp_path / "run")  # fmt: skip
+                         learning_rate=1e-2, output_dir=tmp_path / "run", cpu_threads=1)  # fmt: skip
 
     def run(config, output_dir: Path):  # type: ignore[no-untyped-def]
         return train_local(
@@ -334,8 +334,7 @@ def test_train_export_register_activate_and_serve(
         code = main(
             ["train", "--data", str(data), "--base-model", str(base_dir), "--epochs", "3", "--batch-size",
              "4", "--lr", "0.01", "--rank", "8", "--validation-fraction", "0.25", "--version-id",
-             "tiny-tuned",
-             "--activate"]
+             "tiny-tuned", "--cpu-threads", "1", "--activate"]
         )  # fmt: skip
         assert code == 0
 

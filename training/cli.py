@@ -52,6 +52,9 @@ def register_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
     optim.add_argument("--seed", type=int)
     optim.add_argument("--validation-fraction", dest="validation_fraction", type=float)
     optim.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    optim.add_argument(
+        "--cpu-threads", dest="cpu_threads", type=int, help="torch CPU threads (default: all cores)"
+    )
     out = train.add_argument_group("output")
     out.add_argument("--output-dir", dest="output_dir", type=Path, help="checkpoints, adapter, metrics.jsonl")
     out.add_argument("--version-id", dest="version_id")

@@ -54,6 +54,9 @@ class TrainConfig(BaseModel):
     seed: int = 0
     validation_fraction: float = Field(default=0.1, ge=0, lt=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    cpu_threads: int | None = Field(
+        default=None, ge=1, le=1024, description="torch CPU threads; default: torch's choice (one per core)."
+    )
 
     # Outputs
     output_dir: Path | None = Field(

@@ -133,30 +133,94 @@ def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int) ->
     return batches
 
 
+def shared_prefix_length(rows: list[TokenizedExample]) -> int:
+    """Tokens every row starts with (the system prompt, at least) and that carry no loss weight.
+
+    One short of that, so the logits predicting the first weighted token come from the suffix pass.
+    """
+    if len(rows) < 2:
+        return 0
+    first = rows[0].input_ids
+    common = min(len(row.input_ids) for row in rows)
+    for row in rows[1:]:
+        ids = row.input_ids
+        common = next((i for i in range(common) if ids[i] != first[i]), common)
+    first_weighted = min(
+        next((i for i, w in enumerate(row.weights) if w > 0), len(row.weights)) for row in rows
+    )
+    return max(min(common, first_weighted) - 1, 0)
+
+
 def collate(rows: list[TokenizedExample], pad_id: int, device: str) -> dict[str, Any]:
+    """A batch as (shared prefix, left-padded suffixes).
+
+    The prefix every row shares (the contract's system prompt: ~40% of a SmolLM2 example) is run once
+    per batch, not once per row. Suffixes are left-padded so every completion ends at the last column
+    and the loss needs logits for the last few columns only (see `weighted_loss`). Row r predicts
+    targets[r, t] (weight weights[r, t]) from input_ids[r, :t + 1] after the prefix.
+    """
     import torch
 
-    width = max(len(row.input_ids) for row in rows)
+    prefix = shared_prefix_length(rows)
+    width = max(len(row.input_ids) - 1 - prefix for row in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    targets = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     weights = torch.zeros((len(rows), width), dtype=torch.float32)
     for i, row in enumerate(rows):
-        n = len(row.input_ids)
-        ids[i, :n] = torch.tensor(row.input_ids)
-        mask[i, :n] = 1
-        weights[i, :n] = torch.tensor(row.weights)
-    return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "weights": weights.to(device)}
+        n = len(row.input_ids) - 1 - prefix
+        ids[i, width - n :] = torch.tensor(row.input_ids[prefix:-1])
+        targets[i, width - n :] = torch.tensor(row.input_ids[prefix + 1 :])
+        mask[i, width - n :] = 1
+        weights[i, width - n :] = torch.tensor(row.weights[prefix + 1 :])
+    positions = prefix + (mask.cumsum(-1) - 1).clamp(min=0)
+    return {
+        "prefix_ids": torch.tensor([rows[0].input_ids[:prefix]], dtype=torch.long).to(device),
+        "input_ids": ids.to(device),
+        "targets": targets.to(device),
+        "attention_mask": mask.to(device),
+        "position_ids": positions.to(device),
+        "weights": weights.to(device),
+        "tokens": sum(len(row.input_ids) for row in rows),
+    }
 
 
 def weighted_loss(model: Any, batch: dict[str, Any]) -> tuple[Any, Any]:
-    """(sum of weighted token losses, sum of weights): weights[t] scores predicting token t."""
+    """(sum of weighted token losses, sum of weights) for a `collate` batch.
+
+    The shared prefix runs once and its keys/values (with their gradient) are repeated for every row;
+    only the columns from the first weighted target on get logits (`logits_to_keep`): the vocabulary
+    projection over the prompt would cost a fifth of the step and carries no loss.
+    """
+    import torch
     import torch.nn.functional as F
 
-    ids, mask, weights = batch["input_ids"], batch["attention_mask"], batch["weights"]
-    logits = model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1]).logits.float()
-    targets = ids[:, 1:]
-    losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
-    token_weights = weights[:, 1:].reshape(-1)
+    ids, mask, weights, targets = (
+        batch["input_ids"],
+        batch["attention_mask"],
+        batch["weights"],
+        batch["targets"],
+    )
+    rows, prefix = ids.shape[0], batch["prefix_ids"].shape[1]
+    cache = None
+    if prefix:
+        cache = model(input_ids=batch["prefix_ids"], use_cache=True, logits_to_keep=1).past_key_values
+        cache.batch_repeat_interleave(rows)
+        mask = torch.cat([mask.new_ones((rows, prefix)), mask], dim=1)
+    weighted_columns = (weights > 0).any(dim=0).nonzero()
+    keep = ids.shape[1] - (int(weighted_columns[0]) if len(weighted_columns) else ids.shape[1] - 1)
+    logits = model(
+        input_ids=ids,
+        attention_mask=mask,
+        position_ids=batch["position_ids"],
+        past_key_values=cache,
+        use_cache=cache is not None,
+        logits_to_keep=keep,
+    ).logits.float()
+    losses = F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), targets[:, -keep:].reshape(-1), reduction="none"
+    )
+    token_weights = weights[:, -keep:].reshape(-1)
     return (losses * token_weights).sum(), token_weights.sum()
 
 
@@ -260,6 +324,8 @@ def train_local(
     if not examples:
         raise TrainingError("no training examples left after the split and the max_length filter")
     device = pick_device(config.device)
+    if device == "cpu" and config.cpu_threads:
+        torch.set_num_threads(config.cpu_threads)
     output_dir.mkdir(parents=True, exist_ok=True)
     metrics = MetricsLog(metrics_path)
     steps_per_epoch = math.ceil(len(examples) / config.batch_size)
@@ -329,7 +395,7 @@ def train_local(
                 optimizer.zero_grad(set_to_none=True)
                 global_step += 1
                 steps += 1
-                batch_tokens = int(batch["attention_mask"].sum())
+                batch_tokens = batch["tokens"]
                 tokens += batch_tokens
                 loss_total += float(loss_sum.detach())
                 weight_total += float(weight_sum)
