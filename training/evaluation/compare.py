@@ -57,6 +57,7 @@ class CompareOptions:
     test_data: Path | None = None
     composite_limit: int | None = None
     composite: bool = True
+    base_limit: int | None = None  # score the base model on the first N items only (it is slow)
     fresh: bool = False  # re-run the base model even when its manifest has scores for this data
     seed: int = 0
 
@@ -368,7 +369,6 @@ def _store_cv_scores(models_dir: Path, data: Path, result: ModelResult) -> list[
 
 def run_compare(options: CompareOptions) -> CompareResult:
     from app.core.config import get_settings
-    from training.evaluation.report import write_report
 
     models_dir = get_settings().models_dir
     items = load_eval_items(options.data)
@@ -385,24 +385,6 @@ def run_compare(options: CompareOptions) -> CompareResult:
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     out_dir = options.reports_dir / f"eval-{stamp}"
     scratch = out_dir / "cv"
-
-    # Cross-validation first: the slow part, and the base model's stored scores may land meanwhile.
-    local = cross_validate_local(options, items, test_items, scratch)
-    stored = _store_cv_scores(models_dir, options.data, local)
-    if stored:
-        local.notes.append(f"CV scores stored in the manifests of {', '.join(stored)}")
-    base = evaluate_base(options, items, test_items)
-    store_scores(
-        options.base_model, options.data.stem, {**base.scores, "data_sha256": file_sha256(options.data)}
-    )
-    if base.composite:
-        store_scores(options.base_model, f"composite-{test_path.stem}", base.composite)
-    results = [base, local]
-    for version_dir in tinker_versions(models_dir):
-        tinker = evaluate_tinker(version_dir, options, items, test_items)
-        if tinker is not None:
-            store_scores(version_dir, f"{options.data.stem}-heldout", tinker.scores)
-            results.append(tinker)
     option_values = {
         "data": str(options.data),
         "base_model": options.base_model,
@@ -413,6 +395,34 @@ def run_compare(options: CompareOptions) -> CompareResult:
         "consistency_items": options.consistency_items,
         "test_data": str(test_path) if test_items else None,
         "composite_limit": options.composite_limit,
+        "base_limit": options.base_limit,
     }
-    report_path = write_report(out_dir, results, option_values, counts)
+
+    def checkpoint(results: list[ModelResult]) -> Path:
+        # Rewritten after every model: a long run that is stopped still leaves a report.
+        from training.evaluation.report import write_report
+
+        return write_report(out_dir, results, option_values, counts)
+
+    # Cross-validation first: the tuned models are what the targets are about.
+    local = cross_validate_local(options, items, test_items, scratch)
+    stored = _store_cv_scores(models_dir, options.data, local)
+    if stored:
+        local.notes.append(f"CV scores stored in the manifests of {', '.join(stored)}")
+    checkpoint([local])
+    base_items = items[: options.base_limit] if options.base_limit else items
+    base = evaluate_base(options, base_items, test_items)
+    if len(base_items) == len(items):
+        base_scores = {**base.scores, "data_sha256": file_sha256(options.data)}
+        store_scores(options.base_model, options.data.stem, base_scores)
+    if base.composite:
+        store_scores(options.base_model, f"composite-{test_path.stem}", base.composite)
+    results = [base, local]
+    checkpoint(results)
+    for version_dir in tinker_versions(models_dir):
+        tinker = evaluate_tinker(version_dir, options, items, test_items)
+        if tinker is not None:
+            store_scores(version_dir, f"{options.data.stem}-heldout", tinker.scores)
+            results.append(tinker)
+    report_path = checkpoint(results)
     return CompareResult(report_path, results, option_values, counts)

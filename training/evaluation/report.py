@@ -57,7 +57,13 @@ def markdown(results: list[Any], options: dict[str, Any], counts: dict[str, int]
     names = [r.name for r in results]
     lines = ["# Evaluation: base vs tuned models", ""]
     lines += [f"- data: `{options['data']}`; repeats {options['repeats']}; folds {options['folds']}; "
-              f"epochs per fold: {options['epochs'] or 'TrainConfig default'}", ""]  # fmt: skip
+              f"epochs per fold: {options['epochs'] or 'TrainConfig default'}; repeated passes over the "
+              f"first {options.get('consistency_items') or 'all'} items (consistency)"]  # fmt: skip
+    if options.get("base_limit"):
+        lines.append(
+            f"- the base model is scored on the first {options['base_limit']} items only (it is slow)"
+        )
+    lines.append("")
     lines += [
         "| metric | target | " + " | ".join(names) + " |",
         "| --- | --- | " + " | ".join("---" for _ in names) + " |",
