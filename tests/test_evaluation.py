@@ -216,3 +216,32 @@ def test_evaluate_tiny_model(tiny_model_dir: Path, tmp_path: Path, monkeypatch: 
     assert scores["p95_s"] >= scores["p50_s"] > 0
     assert len(report.all_runs) == 2 and all(p.metadata is not None for p in report.predictions)
     reset_caches()
+
+
+def test_scores_go_into_the_registry_manifest(tmp_path: Path) -> None:
+    from training.evaluation.registry_scores import store_scores
+
+    version = tmp_path / "v1"
+    (version / "hf").mkdir(parents=True)
+    (version / "manifest.json").write_text(
+        json.dumps({"version_id": "v1", "evaluation": {}}), encoding="utf-8"
+    )
+    assert store_scores(version, "annotated_train", {"n_items": 3, "entities_f1_fuzzy": 0.5})
+    stored = json.loads((version / "manifest.json").read_text(encoding="utf-8"))["evaluation"][
+        "annotated_train"
+    ]
+    assert stored["entities_f1_fuzzy"] == 0.5 and "evaluated_at" in stored
+    assert not store_scores(tmp_path / "not-a-version", "x", {})
+
+
+def test_cli_rejects_a_missing_data_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.cli import main
+
+    monkeypatch.setenv("ENHANCER_DATA_DIR", str(tmp_path / "d"))  # --data-dir sets it: restored after
+    code = main(
+        ["eval", "--data", str(tmp_path / "missing.jsonl"), "--data-dir", str(tmp_path / "d"), "--json"]
+    )
+    assert code == 2
+    assert "no such data file" in capsys.readouterr().err
