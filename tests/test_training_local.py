@@ -109,7 +109,7 @@ def test_split_is_deterministic_and_independent_of_line_order(tmp_path: Path) ->
     examples = parse_lines(lines).examples
     train, validation = split_examples(examples, validation_fraction=0.2, seed=7)
     again = split_examples(parse_lines(reversed(lines)).examples, validation_fraction=0.2, seed=7)
-    assert len(validation) == 16 and len(train) == 64
+    assert len(validation) == 14 and len(train) == 54  # 68 stories (80 lines)
     assert {e.key for e in validation} == {e.key for e in again[1]}
     assert not {e.key for e in train} & {e.key for e in validation}
     other_seed = split_examples(examples, validation_fraction=0.2, seed=8)[1]
@@ -117,17 +117,28 @@ def test_split_is_deterministic_and_independent_of_line_order(tmp_path: Path) ->
 
 
 def test_duplicates_removed_and_the_later_line_wins(tmp_path: Path) -> None:
+    # The seed file repeats 12 stories under a decorated headline ("📰 **...**"), labelled twice.
+    seed = parse_lines(seed_lines())
+    assert (len(seed.examples), seed.duplicates_removed) == (68, 12)
+    notebooklm = next(e for e in seed.examples if e.item.headline.startswith("NotebookLM Video Overviews"))
+    assert notebooklm.line == 14 and notebooklm.labels["relevance_score"] == 5  # line 2 said 10
+    assert not any("**" in e.item.headline for e in seed.examples)
+
     first, second = seed_lines(2)
     changed = json.loads(first)
     changed["annotation"]["relevance_score"] = 2
+    changed["messages"][0]["content"] = changed["messages"][0]["content"].replace(
+        "utm_source=", "utm_medium="
+    )
     record_a = record_line(relevance_score=3)
     record_b = record_line(relevance_score=9, sentiment="positive")
     loaded = parse_lines([first, second, json.dumps(changed), record_a, record_b])
     assert len(loaded.examples) == 3
     assert loaded.duplicates_removed == 2
     by_line = {e.line: e for e in loaded.examples}
-    assert by_line[3].labels["relevance_score"] == 2
+    assert by_line[3].labels["relevance_score"] == 2  # same link once tracking parameters are gone
     assert dict(by_line[5].labels) == {"relevance_score": 9, "sentiment": "positive"}
+    assert any(note.startswith("line 3: same story as line 1") for note in loaded.notes)
 
 
 def test_training_row_is_the_record_format() -> None:

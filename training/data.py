@@ -407,10 +407,10 @@ def parse_lines(lines: Iterable[str], *, source: object = "data") -> LoadedData:
             continue
         formats[kind] = formats.get(kind, 0) + 1
         if example.key in by_key:
-            # A later line for the same item supersedes the earlier one (a later correction wins).
+            # A later line for the same story supersedes the earlier one (a later correction wins).
             duplicates += 1
             notes.append(
-                f"line {number}: same item as line {by_key[example.key].line}; the later line is used"
+                f"line {number}: same story as line {by_key[example.key].line}; the later line is used"
             )
         by_key[example.key] = example
     if not count:
