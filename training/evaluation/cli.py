@@ -56,6 +56,7 @@ def register_eval(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     )
     compare.add_argument("--composite-limit", type=int, help="only the first N composite test items")
     compare.add_argument("--no-composite", action="store_true", help="skip the upstream composite score")
+    compare.add_argument("--skip-base", action="store_true", help="only the cross-validated LoRA")
     compare.add_argument("--base-limit", type=int, help="score the base model on the first N items only")
     compare.add_argument(
         "--fresh", action="store_true", help="re-score the base model even if its manifest has scores"
@@ -113,6 +114,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 composite=not args.no_composite,
                 fresh=args.fresh,
                 base_limit=args.base_limit,
+                skip_base=args.skip_base,
             )
             result = run_compare(options)
             if args.json:

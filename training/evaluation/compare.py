@@ -58,6 +58,7 @@ class CompareOptions:
     composite_limit: int | None = None
     composite: bool = True
     base_limit: int | None = None  # score the base model on the first N items only (it is slow)
+    skip_base: bool = False  # only the cross-validated LoRA (score the base with `enhancer eval`)
     fresh: bool = False  # re-run the base model even when its manifest has scores for this data
     seed: int = 0
 
@@ -410,6 +411,8 @@ def run_compare(options: CompareOptions) -> CompareResult:
     if stored:
         local.notes.append(f"CV scores stored in the manifests of {', '.join(stored)}")
     checkpoint([local])
+    if options.skip_base:
+        return CompareResult(checkpoint([local]), [local], option_values, counts)
     base_items = items[: options.base_limit] if options.base_limit else items
     base = evaluate_base(options, base_items, test_items)
     if len(base_items) == len(items):
