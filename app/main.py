@@ -10,6 +10,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import __version__
@@ -43,8 +44,21 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
 
 
 async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-    return JSONResponse({"detail": exc.detail, "message": str(exc.detail)}, status_code=exc.status_code,
+    detail = exc.detail
+    if exc.status_code == 422 and isinstance(detail, str):
+        # Every 422 has the same shape (the spec's HTTPValidationError): a list of errors + message.
+        detail = [{"loc": [], "msg": detail, "type": "value_error"}]
+    return JSONResponse({"detail": detail, "message": str(exc.detail)}, status_code=exc.status_code,
                         headers=getattr(exc, "headers", None))
+
+
+async def _data_error(_: Request, exc: DataError) -> JSONResponse:
+    """A value the database cannot store or compare (e.g. NUL in a PostgreSQL query parameter)."""
+    log.warning("database rejected a request value: %s", str(exc.orig).splitlines()[0] if exc.orig else exc)
+    message = "a value in the request cannot be stored or searched (control characters?)"
+    return JSONResponse(
+        {"detail": [{"loc": [], "msg": message, "type": "value_error"}], "message": message}, status_code=422
+    )
 
 
 async def _unhandled(_: Request, exc: Exception) -> JSONResponse:
@@ -66,6 +80,7 @@ def create_app(*, migrate: bool = True) -> FastAPI:
     app = FastAPI(title="newsletter-enhancer", version=__version__, lifespan=lifespan)
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(DataError, _data_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unhandled)
     v1 = APIRouter(prefix="/v1", dependencies=[ApiKeyDep])  # every /v1 route needs an API key
     v1.include_router(enhance.router)

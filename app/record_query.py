@@ -44,6 +44,8 @@ class RecordFilter:
             object.__setattr__(self, name, as_utc(getattr(self, name)))
         for name in ("source", "topic", "entity"):
             value = getattr(self, name)
+            if isinstance(value, str) and "\x00" in value:  # PostgreSQL cannot compare text with NUL
+                raise ValueError(f"{name} must not contain NUL characters")
             object.__setattr__(self, name, value.strip() or None if isinstance(value, str) else value)
         if self.since and self.until and self.since >= self.until:
             raise ValueError("since must be before until")

@@ -5,11 +5,29 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 # Generous: the prompt renderer truncates to the model's budget; this only stops abuse.
 MAX_CONTENT_CHARS = 100_000
 MAX_BATCH_ITEMS = 100
+
+# The URLs AnyHttpUrl accepts, for the JSON Schema (format "uri" alone admits any scheme or no host):
+# http(s), a DNS name whose last label starts with a letter (a numeric one parses as IPv4) or an
+# IPv4 address, optional port, then anything printable.
+_LABEL = r"[A-Za-z0-9]+(-[A-Za-z0-9]+)*"
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+HTTP_URL_PATTERN = (
+    rf"^[Hh][Tt][Tt][Pp][Ss]?://(({_LABEL}\.)*[A-Za-z][A-Za-z0-9]*(-[A-Za-z0-9]+)*|{_OCTET}(\.{_OCTET}){{3}})"
+    r"(:[0-9]{1,4})?([/?#][!-~]*)?$"
+)
 
 NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 
@@ -35,11 +53,23 @@ class EnhanceItem(BaseModel):
     content: Annotated[NonEmpty, StringConstraints(max_length=MAX_CONTENT_CHARS)] = Field(
         description="Item text: plain text, Markdown or HTML."
     )
-    url: AnyHttpUrl | None = Field(default=None, description="Canonical link of the story.")
+    url: Annotated[AnyHttpUrl, Field(json_schema_extra={"pattern": HTTP_URL_PATTERN})] | None = Field(
+        default=None, description="Canonical link of the story (http or https)."
+    )
     links: list[Annotated[str, StringConstraints(max_length=4000)]] = Field(
         default_factory=list, max_length=500
     )
     has_html: bool | None = Field(default=None, description="Whether content is HTML; detected when omitted.")
+
+    @field_validator("source", "subject", "from_", "message_id", "content", "links", mode="before")
+    @classmethod
+    def _drop_nul(cls, value: object) -> object:
+        """NUL characters carry no text and PostgreSQL cannot store them: drop them on the way in."""
+        if isinstance(value, str):
+            return value.replace("\x00", "")
+        if isinstance(value, list):
+            return [v.replace("\x00", "") if isinstance(v, str) else v for v in value]
+        return value
 
 
 class EnhanceBatch(BaseModel):

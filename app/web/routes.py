@@ -49,7 +49,9 @@ def _parse_day(value: str, name: str, errors: dict[str, str]) -> datetime | None
 
 
 def _filter_args(request: Request) -> dict[str, str]:
-    return {name: request.query_params.get(name, "").strip()[:200] for name in FILTER_FIELDS}
+    # NUL: no meaning in a filter, and PostgreSQL cannot compare text containing it.
+    params = request.query_params
+    return {name: params.get(name, "").replace("\x00", "").strip()[:200] for name in FILTER_FIELDS}
 
 
 def _filters(args: dict[str, str], errors: dict[str, str]) -> RecordFilter:

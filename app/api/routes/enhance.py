@@ -154,11 +154,13 @@ def accept_items(
                 stored = find_idempotency_key(session, key=idempotency_key, max_age=key_max_age)
                 if stored is not None:
                     if stored.request_sha256 != body_hash:
-                        raise _invalid(
-                            (),
+                        message = (
                             f"Idempotency-Key {idempotency_key!r} was already used with a different "
-                            "payload; send a new key for a new request",
-                            "idempotency_key_reused",
+                            "payload; send a new key for a new request"
+                        )
+                        loc = ("header", "Idempotency-Key")
+                        raise RequestValidationError(
+                            [{"loc": loc, "msg": message, "type": "idempotency_key_reused"}]
                         )
                     return jobs_by_ids(session, job_ids=stored.job_ids), True
             queued_before = count_queued_jobs(session)
