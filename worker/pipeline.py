@@ -89,11 +89,16 @@ def finalize(result: GenerationResult, item: ItemInput, derived: DerivedFields, 
         raise OutputRejected(f"output is not JSON ({error.msg} at char {error.pos})") from error
     if not isinstance(data, dict):
         raise OutputRejected("output is not a JSON object")
+    # Clean only well-typed lists; anything else is left for validation to reject with a reason
+    # (constrained decoding never produces it, but a crash here would fail the whole batch).
     for name in ("key_topics", "entities", "categories", "action_items"):
-        if isinstance(data.get(name), list):
-            data[name] = dedupe([str(v) for v in data[name]]) if name != "categories" else list(dict.fromkeys(data[name]))
+        values = data.get(name)
+        if isinstance(values, list) and all(isinstance(v, str) for v in values):
+            data[name] = dedupe(values) if name != "categories" else list(dict.fromkeys(values))
     source_text = normalize_text(f"{item.headline}\n{derived.text}")
-    entities = data.get("entities") or []
+    entities = data.get("entities")
+    if not (isinstance(entities, list) and all(isinstance(e, str) for e in entities)):
+        raise OutputRejected("output failed validation at entities: not a list of strings")
     grounded = [entity for entity in entities if is_grounded(entity, source_text)]
     outcome.entities_generated += len(entities)
     outcome.entities_dropped += len(entities) - len(grounded)

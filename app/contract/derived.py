@@ -22,6 +22,8 @@ _TRACKING_KEYS = frozenset(
 )  # fmt: skip
 
 _URL_RE = re.compile(r"""https?://[^\s<>"'`)\]]+""", re.IGNORECASE)
+_ANY_TAG_RE = re.compile(r"<[^>]*>?")
+_HREF_RE = re.compile(r"""href\s*=\s*["']?([^"'\s>]+)""", re.IGNORECASE)
 _HTML_TAG_RE = re.compile(r"<(html|body|div|p|br|a|span|table|td|tr|img|h[1-6]|ul|li|script|style)\b", re.I)
 
 
@@ -77,11 +79,16 @@ def _extract(content: str, is_html: bool) -> tuple[str, list[str]]:
     if not is_html:
         return content, []
     parser = _TextExtractor()
-    parser.feed(content)
-    parser.close()
-    text = re.sub(r"[ \t\r\f\v]+", " ", "".join(parser.chunks))
+    try:
+        parser.feed(content)
+        parser.close()
+        chunks, hrefs = parser.chunks, parser.hrefs
+    except AssertionError:  # Python < 3.13 asserts on some malformed markup ("<![0"): strip tags instead
+        chunks = [html.unescape(_ANY_TAG_RE.sub(" ", content))]
+        hrefs = _HREF_RE.findall(content)
+    text = re.sub(r"[ \t\r\f\v]+", " ", "".join(chunks))
     text = re.sub(r"\n\s*\n+", "\n\n", text).strip()
-    return text, parser.hrefs
+    return text, hrefs
 
 
 def html_to_text(content: str, is_html: bool | None = None) -> str:
