@@ -361,12 +361,21 @@ def test_train_export_register_activate_and_serve(
         assert manifest["base_model"].startswith("tiny-base: tiny random llama")
         assert (version_dir / "openvino-int8" / "openvino_model.xml").exists()
         assert (version_dir / "openvino-int8" / "tokenizer.json").exists()
+        assert (
+            manifest["openvino_tokenizer"]
+            and (version_dir / "openvino-int8" / "openvino_tokenizer.xml").exists()
+        )
         merged, base = (
             load_file(version_dir / "hf" / "model.safetensors"),
             load_file(base_dir / "hf" / "model.safetensors"),
         )
         name = "model.layers.0.self_attn.q_proj.weight"
         assert merged[name].shape == base[name].shape and not torch.allclose(merged[name], base[name])
+
+        again = main(
+            ["train", "--data", str(data), "--base-model", str(base_dir), "--version-id", "tiny-tuned"]
+        )
+        assert again == 2  # refused before training: the version exists
 
         # No restart: the same worker serves the newly activated version from its next job on.
         second = client.post("/v1/enhance", json=requests[1]).json()["jobs"][0]["id"]

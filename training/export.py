@@ -62,12 +62,16 @@ def merge_adapter(base_location: str, adapter_dir: Path, target: Path) -> Path:
     return target
 
 
-def convert_openvino_tokenizer(hf_dir: Path, ir_dir: Path) -> bool:
+def ensure_openvino_tokenizer(hf_dir: Path, ir_dir: Path) -> bool:
     """openvino_tokenizer.xml + openvino_detokenizer.xml beside the IR (for openvino-genai pipelines).
 
-    The worker itself tokenizes with the HF tokenizer files that export_openvino writes; a tokenizer
-    that openvino-tokenizers cannot convert is logged, not fatal.
+    optimum-intel's export usually writes them already; otherwise they are converted here. The worker
+    tokenizes with the HF tokenizer files, so a tokenizer openvino-tokenizers cannot convert is logged,
+    not fatal.
     """
+    files = [ir_dir / "openvino_tokenizer.xml", ir_dir / "openvino_detokenizer.xml"]
+    if all(file.exists() for file in files):
+        return True
     try:
         import openvino as ov
         from openvino_tokenizers import convert_tokenizer
@@ -76,8 +80,8 @@ def convert_openvino_tokenizer(hf_dir: Path, ir_dir: Path) -> bool:
         tokenizer, detokenizer = convert_tokenizer(
             AutoTokenizer.from_pretrained(hf_dir), with_detokenizer=True
         )
-        ov.save_model(tokenizer, ir_dir / "openvino_tokenizer.xml")
-        ov.save_model(detokenizer, ir_dir / "openvino_detokenizer.xml")
+        ov.save_model(tokenizer, files[0])
+        ov.save_model(detokenizer, files[1])
         return True
     except Exception as error:
         log.warning("OpenVINO tokenizer conversion failed (the HF tokenizer files still serve): %s", error)
@@ -110,7 +114,7 @@ def export_version(
     shutil.copytree(adapter_dir, version_dir / ADAPTER_DIR)
     hf_dir = merge_adapter(base_location, adapter_dir, version_dir / REGISTRY_HF_DIR)
     ir_dir = export_openvino(str(hf_dir), version_dir / f"openvino-{precision}", precision)
-    has_ov_tokenizer = convert_openvino_tokenizer(hf_dir, ir_dir)
+    has_ov_tokenizer = ensure_openvino_tokenizer(hf_dir, ir_dir)
     adapter_sha256 = directory_sha256(version_dir / ADAPTER_DIR)
     written = write_manifest(
         version_dir,

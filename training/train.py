@@ -172,6 +172,15 @@ def train(config: TrainConfig, *, settings: Settings | None = None) -> TrainResu
     loaded = load_examples(config.data)
     base = resolve_base_model(config.base_model, settings)
     version_id = _version_id(config, config.output_dir, base)
+    if (settings.models_dir / version_id / MANIFEST_FILE).exists():
+        raise TrainingError(
+            f"model version {version_id!r} already exists in {settings.models_dir}: pick another --version-id"
+        )
+    if config.backend == "tinker" and base.kind != "hf_id" and not config.tinker_base_model:
+        raise TrainingError(
+            f"--tinker-base-model is required when the base model is a local path ({base.requested}): "
+            "Tinker needs the model's name, e.g. meta-llama/Llama-3.2-1B"
+        )
     output_dir = (config.output_dir or settings.data_dir / "training" / version_id).resolve()
     metrics_path = output_dir / METRICS_FILE
     data_sha256 = file_sha256(config.data)
