@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import lru_cache
+from typing import Any
 
 import jsonschema
 from pydantic import ValidationError
@@ -24,6 +25,7 @@ from app.contract import (
 )
 from app.contract.derived import DerivedFields
 from app.contract.grounding import dedupe, is_grounded, normalize_text
+from app.contract.prompt import MAX_PROMPT_TEXT_CHARS
 from worker.runtime.base import GREEDY, RETRY, GenerationResult, ModelRuntime
 from worker.runtime.schema_budget import retry_schema, token_budget
 
@@ -66,18 +68,71 @@ def _derive(item: ItemInput) -> DerivedFields:
     return derive_fields(content=item.content, links=links, has_html=item.has_html)
 
 
-def build_prompt(item: ItemInput, derived: DerivedFields, tokenizer: object) -> str:
-    prompt_item = PromptItem(
-        source=item.source,
-        headline=item.headline,
-        text=derived.text,
-        url=item.url,
-        date=item.date.date().isoformat() if item.date else None,
+# Prompt tokens at most: ~3000 characters of English (MAX_PROMPT_TEXT_CHARS) plus the system prompt
+# take ~900; this only bites for text that tokenises badly (emoji, CJK, base64), which would
+# otherwise slow every step of the batch and could overrun a small model's context.
+MAX_PROMPT_TOKENS = 1536
+
+
+def clean_text(text: str) -> str:
+    """Text any tokenizer and database accepts: lone surrogates (from JSON '\\ud800') become U+FFFD."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+
+
+def clean_item(item: ItemInput) -> ItemInput:
+    return replace(
+        item,
+        source=clean_text(item.source),
+        headline=clean_text(item.headline),
+        content=clean_text(item.content),
+        url=clean_text(item.url) if item.url else item.url,
+        links=[clean_text(link) for link in item.links],
     )
-    return render_prompt(prompt_item, tokenizer)  # type: ignore[arg-type]
 
 
-def finalize(result: GenerationResult, item: ItemInput, derived: DerivedFields, outcome: EnhanceOutcome) -> NewsMetadata:
+def _count_tokens(tokenizer: Any, text: str) -> int:
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def build_prompt(
+    item: ItemInput, derived: DerivedFields, tokenizer: Any, *, max_tokens: int = MAX_PROMPT_TOKENS
+) -> str:
+    """The contract's prompt; text, then headline, then link shortened until it fits `max_tokens`."""
+    parts = {
+        "text": derived.text[: MAX_PROMPT_TEXT_CHARS + 1],
+        "headline": item.headline,
+        "url": item.url or "",
+    }
+
+    def render() -> str:
+        prompt_item = PromptItem(
+            source=item.source,
+            headline=parts["headline"],
+            text=parts["text"] if len(parts["text"]) <= MAX_PROMPT_TEXT_CHARS else derived.text,
+            url=parts["url"] or None,
+            date=item.date.date().isoformat() if item.date else None,
+        )
+        return render_prompt(prompt_item, tokenizer)
+
+    prompt = render()
+    for _ in range(16):  # each round cuts to the measured ratio, so few rounds are ever needed
+        tokens = _count_tokens(tokenizer, prompt) if callable(tokenizer) else 0
+        shrinkable = [name for name in ("text", "headline", "url") if parts[name]]
+        if tokens <= max_tokens or not shrinkable:
+            break
+        name = shrinkable[0]
+        parts[name] = parts[name][: int(len(parts[name]) * max_tokens / tokens * 0.9)]
+        prompt = render()
+    return prompt
+
+
+def finalize(
+    result: GenerationResult, item: ItemInput, derived: DerivedFields, outcome: EnhanceOutcome
+) -> NewsMetadata:
     """Parse, clean (de-duplicate, ground entities), and validate with pydantic and jsonschema."""
     if result.finish_reason == "length":
         raise OutputRejected(f"output did not finish within {result.new_tokens} tokens")
@@ -130,6 +185,7 @@ def finalize(result: GenerationResult, item: ItemInput, derived: DerivedFields, 
 
 def enhance_items(runtime: ModelRuntime, items: list[ItemInput]) -> list[EnhanceOutcome]:
     """One batched generate call; rows that fail get a second, differently decoded attempt."""
+    items = [clean_item(item) for item in items]
     derived = [_derive(item) for item in items]
     prompts = [build_prompt(item, d, runtime.tokenizer) for item, d in zip(items, derived, strict=True)]
     outcomes = [EnhanceOutcome() for _ in items]

@@ -50,6 +50,11 @@ class ModelRuntime(Protocol):
         schema: dict[str, Any] | None = None,
         sampling: SamplingParams = GREEDY,
         stop_on_repetition: bool = True,
+        min_new_tokens: int = 0,
     ) -> list[GenerationResult]:
-        """One completion per prompt in one batched call; `schema` constrains it (None: free text)."""
+        """One completion per prompt in one batched call; `schema` constrains it (None: free text).
+
+        `stop_on_repetition` ends a row that loops (finish_reason "repetition"); `min_new_tokens`
+        suppresses end-of-sequence before that many tokens (the bench uses it to generate free text
+        of a given length)."""
         ...

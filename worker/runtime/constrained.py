@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import torch
 import xgrammar as xgr
 from transformers import LogitsProcessor, StoppingCriteria
 
-from app.contract import JSON_SEPARATORS, generated_json_schema
+from worker.runtime.grammar import schema_ebnf
+from worker.runtime.repetition import LOOP_WINDOW, LoopDetector
+from worker.runtime.schema_budget import decoding_schemas
+
+# Grammar compilation is CPU-bound; more threads than a laptop's cores only contend.
+COMPILER_THREADS = max(1, min(4, os.cpu_count() or 1))
 
 
 class GrammarCache:
@@ -20,17 +26,18 @@ class GrammarCache:
         self.tokenizer_info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size)
         # xgrammar 0.2.8's compiler cache trips an internal check on long bounded regexes; we cache
         # compiled grammars ourselves.
-        self.compiler = xgr.GrammarCompiler(self.tokenizer_info, cache_enabled=False)
+        self.compiler = xgr.GrammarCompiler(
+            self.tokenizer_info, max_threads=COMPILER_THREADS, cache_enabled=False
+        )
         self.vocab_size = vocab_size
         self._compiled: dict[str, xgr.CompiledGrammar] = {}
-        self.compiled(generated_json_schema())  # fail at load time, not on the first job
+        for schema in decoding_schemas():  # at load time, not on the first job (seconds each)
+            self.compiled(schema)
 
     def compiled(self, schema: dict[str, Any]) -> xgr.CompiledGrammar:
         key = json.dumps(schema)  # not sort_keys: property order is generation order
         if key not in self._compiled:
-            self._compiled[key] = self.compiler.compile_json_schema(
-                key, any_whitespace=False, separators=JSON_SEPARATORS
-            )
+            self._compiled[key] = self.compiler.compile_grammar(schema_ebnf(schema))
         return self._compiled[key]
 
     def processor(self, schema: dict[str, Any], batch_size: int) -> SchemaLogitsProcessor:
@@ -65,35 +72,20 @@ class SchemaLogitsProcessor(LogitsProcessor):
 
 
 class RepetitionGuard(StoppingCriteria):
-    """Stops a row whose tail is the same n-gram repeated `repeats` times (a degenerate loop)."""
+    """Stops a row of an HF `generate` call whose output ends in a loop (see `LoopDetector`)."""
 
-    def __init__(
-        self, prompt_length: int, *, max_period: int = 24, repeats: int = 6, min_span: int = 16
-    ) -> None:
+    def __init__(self, prompt_length: int, detector: LoopDetector) -> None:
         self.prompt_length = prompt_length
-        self.max_period = max_period
-        self.repeats = repeats
-        # "0000000" is a number, not a loop: short periods must repeat over a longer span.
-        self.min_span = min_span
+        self.detector = detector
         self.tripped: set[int] = set()
 
-    def _loops(self, tokens: list[int]) -> bool:
-        for period in range(1, self.max_period + 1):
-            span = max(period * self.repeats, self.min_span)
-            if len(tokens) < span:
-                break
-            tail = tokens[-span:]
-            unit = tail[-period:]
-            if all(tail[i] == unit[i % period] for i in range(span)):
-                return True
-        return False
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
+    def __call__(
+        self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any
+    ) -> torch.BoolTensor:
         done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-        window = max(self.max_period * self.repeats, self.min_span)
-        tails = input_ids[:, max(self.prompt_length, input_ids.shape[1] - window) :].tolist()
+        tails = input_ids[:, max(self.prompt_length, input_ids.shape[1] - LOOP_WINDOW) :].tolist()
         for row, tokens in enumerate(tails):
-            if self._loops(tokens):
+            if row not in self.tripped and self.detector(tokens):
                 self.tripped.add(row)
-                done[row] = True
+            done[row] = row in self.tripped
         return done

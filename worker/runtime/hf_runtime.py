@@ -14,6 +14,7 @@ from transformers import LogitsProcessorList, StoppingCriteriaList
 
 from worker.runtime.base import GREEDY, GenerationResult, RuntimeInfo, SamplingParams
 from worker.runtime.constrained import GrammarCache, RepetitionGuard
+from worker.runtime.repetition import LoopDetector
 
 
 class HFGenerateRuntime:
@@ -37,6 +38,9 @@ class HFGenerateRuntime:
             ids.update(configured)
         return sorted(i for i in ids if i is not None)
 
+    def _decode(self, ids: list[int]) -> str:
+        return str(self.tokenizer.decode(ids, skip_special_tokens=True))
+
     def generate(
         self,
         prompts: list[str],
@@ -45,6 +49,7 @@ class HFGenerateRuntime:
         schema: dict[str, Any] | None = None,
         sampling: SamplingParams = GREEDY,
         stop_on_repetition: bool = True,
+        min_new_tokens: int = 0,
     ) -> list[GenerationResult]:
         started = time.perf_counter()
         encoded = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
@@ -53,7 +58,8 @@ class HFGenerateRuntime:
         schema_processor = self.grammars.processor(schema, len(prompts)) if schema is not None else None
         if schema_processor is not None:
             processors.append(schema_processor)
-        guard = RepetitionGuard(prompt_length)
+        detector = LoopDetector(self._decode, constrained=schema is not None)
+        guard = RepetitionGuard(prompt_length, detector)
         kwargs: dict[str, Any] = {
             "max_new_tokens": max_new_tokens,
             "logits_processor": processors,
@@ -62,6 +68,8 @@ class HFGenerateRuntime:
             "eos_token_id": self.eos_token_ids,
             "do_sample": sampling.do_sample,
         }
+        if min_new_tokens:
+            kwargs["min_new_tokens"] = min_new_tokens
         if sampling.do_sample:
             torch.manual_seed(sampling.seed)
             kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p)
@@ -82,5 +90,7 @@ class HFGenerateRuntime:
                     new_ids.pop()
                 reason = "repetition" if row in guard.tripped else "length"
             text = self.tokenizer.decode(new_ids, skip_special_tokens=True)
-            results.append(GenerationResult(text=text, new_tokens=len(new_ids), finish_reason=reason, seconds=elapsed))
+            results.append(
+                GenerationResult(text=text, new_tokens=len(new_ids), finish_reason=reason, seconds=elapsed)
+            )
         return results

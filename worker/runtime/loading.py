@@ -5,13 +5,15 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 from worker.runtime.base import ModelRuntime, RuntimeInfo
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SourceKind = Literal["hf_id", "hf_dir", "gguf", "openvino_ir", "registry"]
 OV_MODEL_FILE = "openvino_model.xml"
@@ -66,7 +68,9 @@ def _gguf_special_token_ids(gguf_path: Path) -> dict[str, int]:
     reader = gguf.GGUFReader(gguf_path)
     ids = {}
     for role in ("bos", "eos", "unk", "pad"):
-        key = f"tokenizer.ggml.{'unknown' if role == 'unk' else 'padding' if role == 'pad' else role}_token_id"
+        key = (
+            f"tokenizer.ggml.{'unknown' if role == 'unk' else 'padding' if role == 'pad' else role}_token_id"
+        )
         field = reader.fields.get(key)
         if field is not None:
             ids[role] = int(field.parts[field.data[0]][0])
@@ -142,7 +146,16 @@ def export_openvino(hf_location: str, target: Path, precision: str) -> Path:
     if precision == "fp16":
         model.half()
     model.save_pretrained(tmp)
-    AutoTokenizer.from_pretrained(hf_location).save_pretrained(tmp)
+    tokenizer = AutoTokenizer.from_pretrained(hf_location)
+    tokenizer.save_pretrained(tmp)
+    try:  # openvino-genai needs tokenizer IR; optimum-intel does not, so export never fails on it
+        from worker.runtime.genai_runtime import ensure_openvino_tokenizers
+
+        ensure_openvino_tokenizers(tmp, tokenizer)
+    except Exception as error:
+        log.warning(
+            "tokenizer not converted to OpenVINO IR (%s): the openvino-genai backend will retry", error
+        )
     tmp.rename(target)
     return target
 
@@ -166,39 +179,101 @@ def load_torch(source: ModelSource, cache_dir: Path) -> ModelRuntime:
     return HFGenerateRuntime(model, tokenizer, info, vocab_size=model.config.vocab_size)
 
 
-def load_openvino(source: ModelSource, cache_dir: Path, *, device: str, precision: str) -> ModelRuntime:
+def openvino_properties(cache_dir: Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """OpenVINO compile properties: one latency-oriented stream over all cores (generation is a
+    sequence of small batched steps, not independent requests), and a model cache so a restart
+    skips graph compilation."""
+    properties: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "CACHE_DIR": str(cache_dir / "ov-cache")}
+    properties.update(overrides or {})
+    return properties
+
+
+def openvino_ir_dir(source: ModelSource, cache_dir: Path, precision: str) -> Path:
+    if source.kind == "openvino_ir":
+        return Path(source.location)
+    hf_location = ensure_hf_dir(source, cache_dir)
+    return export_openvino(hf_location, openvino_dir_for(source, cache_dir, precision), precision)
+
+
+def _with_cpu_fallback(device: str, load: Callable[[str], T]) -> tuple[T, str]:
+    try:
+        return load(device), device
+    except Exception as error:  # GPU driver missing or device busy: serve on CPU rather than not at all
+        if device.upper() == "CPU":
+            raise
+        log.warning("OpenVINO device %s unavailable (%s); falling back to CPU", device, error)
+        return load("CPU"), "CPU"
+
+
+def load_openvino(
+    source: ModelSource,
+    cache_dir: Path,
+    *,
+    device: str,
+    precision: str,
+    ov_config: dict[str, Any] | None = None,
+) -> ModelRuntime:
     from optimum.intel import OVModelForCausalLM
     from transformers import AutoTokenizer
 
     from worker.runtime.hf_runtime import HFGenerateRuntime
 
     started = time.perf_counter()
-    if source.kind == "openvino_ir":
-        ir_dir = Path(source.location)
-    else:
-        hf_location = ensure_hf_dir(source, cache_dir)
-        ir_dir = export_openvino(hf_location, openvino_dir_for(source, cache_dir, precision), precision)
-    ov_config = {"PERFORMANCE_HINT": "LATENCY", "CACHE_DIR": str(cache_dir / "ov-cache")}
-    try:
-        model = OVModelForCausalLM.from_pretrained(ir_dir, device=device, ov_config=ov_config)
-    except Exception as error:  # GPU driver missing or device busy: serve on CPU rather than not at all
-        if device.upper() == "CPU":
-            raise
-        log.warning("OpenVINO device %s unavailable (%s); falling back to CPU", device, error)
-        device = "CPU"
-        model = OVModelForCausalLM.from_pretrained(ir_dir, device=device, ov_config=ov_config)
+    ir_dir = openvino_ir_dir(source, cache_dir, precision)
+    properties = openvino_properties(cache_dir, ov_config)
+    model, device = _with_cpu_fallback(
+        device, lambda dev: OVModelForCausalLM.from_pretrained(ir_dir, device=dev, ov_config=properties)
+    )
     tokenizer = AutoTokenizer.from_pretrained(ir_dir)
     info = RuntimeInfo(source.name, "openvino", device, precision, load_seconds=time.perf_counter() - started)
-    return HFGenerateRuntime(model, tokenizer, info, vocab_size=model.config.vocab_size)
+    runtime = HFGenerateRuntime(model, tokenizer, info, vocab_size=model.config.vocab_size)
+    info.load_seconds = time.perf_counter() - started
+    return runtime
+
+
+def load_openvino_genai(
+    source: ModelSource,
+    cache_dir: Path,
+    *,
+    device: str,
+    precision: str,
+    ov_config: dict[str, Any] | None = None,
+) -> ModelRuntime:
+    from transformers import AutoTokenizer
+
+    from worker.runtime.genai_runtime import GenAIRuntime, ensure_openvino_tokenizers
+
+    started = time.perf_counter()
+    ir_dir = openvino_ir_dir(source, cache_dir, precision)
+    tokenizer = AutoTokenizer.from_pretrained(ir_dir)
+    ensure_openvino_tokenizers(ir_dir, tokenizer)
+    properties = openvino_properties(cache_dir, ov_config)
+    info = RuntimeInfo(source.name, "openvino-genai", device, precision)
+    runtime, info.device = _with_cpu_fallback(
+        device, lambda dev: GenAIRuntime(ir_dir, tokenizer, info, device=dev, properties=properties)
+    )
+    info.load_seconds = time.perf_counter() - started
+    return runtime
+
+
+BACKENDS = ("openvino", "openvino-genai", "torch")
 
 
 def load_runtime(
-    source: str, *, backend: str = "openvino", device: str = "CPU", precision: str = "int8", cache_dir: Path
+    source: str,
+    *,
+    backend: str = "openvino",
+    device: str = "CPU",
+    precision: str = "int8",
+    cache_dir: Path,
+    ov_config: dict[str, Any] | None = None,
 ) -> ModelRuntime:
+    """A ready runtime. `ov_config` overrides OpenVINO compile properties (see `openvino_properties`)."""
+    if backend not in BACKENDS:
+        raise ModelSourceError(f"unknown backend {backend!r}: use {', '.join(BACKENDS)}")
     cache_dir.mkdir(parents=True, exist_ok=True)
     model_source = classify_source(source)
     if backend == "torch":
         return load_torch(model_source, cache_dir)
-    if backend == "openvino":
-        return load_openvino(model_source, cache_dir, device=device, precision=precision)
-    raise ModelSourceError(f"unknown backend {backend!r}: use openvino or torch")
+    load = load_openvino if backend == "openvino" else load_openvino_genai
+    return load(model_source, cache_dir, device=device, precision=precision, ov_config=ov_config)

@@ -1,8 +1,11 @@
 """Token budgets derived from the schema, and the ASCII-bounded schema of the second attempt.
 
-With byte-level tokenizers every token emits at least one byte, so for output made only of
-printable ASCII without escapes, tokens <= characters. The retry schema restricts strings to
-exactly that, which makes `max_json_chars(retry_schema)` a budget the output always fits.
+The decoding grammar (worker/runtime/grammar.py) emits compact JSON whose strings never need an
+escape, so an output has at most `max_json_chars(schema)` characters. With byte-level tokenizers
+every token emits at least one byte, so for output made only of printable ASCII, tokens <=
+characters. The retry schema restricts strings to exactly that, which makes
+`token_budget(retry_schema())` a budget the output always fits: the second attempt cannot run out
+of tokens. (The first attempt allows any Unicode; a character can take several tokens there.)
 """
 
 from __future__ import annotations
@@ -13,9 +16,8 @@ from functools import lru_cache
 from typing import Any
 
 from app.contract import JSON_SEPARATORS, generated_json_schema
+from worker.runtime.grammar import ascii_string_pattern
 
-# Printable ASCII without '"' and '\': nothing needs escaping.
-SAFE_CHARS = r"[ -!#-\[\]-~]"
 # Stop tokens and a little slack for tokenizers that emit a leading space token.
 BUDGET_SLACK_TOKENS = 8
 
@@ -59,7 +61,7 @@ def _bound_strings(node: dict[str, Any], cap: int | None) -> None:
     if node.get("type") == "string" and "enum" not in node:
         high = min(node["maxLength"], cap) if cap else node["maxLength"]
         node["maxLength"] = high
-        node["pattern"] = f"^{SAFE_CHARS}{{{node.get('minLength', 0)},{high}}}$"
+        node["pattern"] = ascii_string_pattern(node.get("minLength", 0), high)
 
 
 @lru_cache
@@ -78,6 +80,11 @@ def _retry_schema_json() -> str:
 def retry_schema() -> dict[str, Any]:
     """A sub-schema of the contract (anything valid here is valid there) with a hard length bound."""
     return json.loads(_retry_schema_json())
+
+
+def decoding_schemas() -> list[dict[str, Any]]:
+    """The schemas the pipeline decodes with, in attempt order (compiled once at load time)."""
+    return [generated_json_schema(), retry_schema()]
 
 
 def token_budget(schema: dict[str, Any]) -> int:

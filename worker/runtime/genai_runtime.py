@@ -1,0 +1,166 @@
+"""Generation through openvino-genai's continuous-batching pipeline: C++ loop, paged KV cache.
+
+The same grammar text as the transformers path (worker/runtime/grammar.py) goes to genai's
+bundled xgrammar through `StructuredOutputConfig(grammar=...)`, so the layout and the length bound
+are identical across backends. We drive the pipeline step by step, which lets the repetition guard
+stop one request without stopping the batch: genai has no per-request stopping callback.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import openvino as ov
+import openvino_genai as ov_genai
+
+from worker.runtime.base import GREEDY, GenerationResult, RuntimeInfo, SamplingParams
+from worker.runtime.grammar import schema_ebnf
+from worker.runtime.repetition import LoopDetector
+from worker.runtime.schema_budget import decoding_schemas
+
+log = logging.getLogger(__name__)
+
+OV_TOKENIZER_FILE = "openvino_tokenizer.xml"
+OV_DETOKENIZER_FILE = "openvino_detokenizer.xml"
+
+
+def ensure_openvino_tokenizers(ir_dir: Path, hf_tokenizer: Any) -> None:
+    """genai reads the vocabulary (for the grammar) from tokenizer/detokenizer IR beside the model."""
+    if (ir_dir / OV_TOKENIZER_FILE).exists() and (ir_dir / OV_DETOKENIZER_FILE).exists():
+        return
+    from openvino_tokenizers import convert_tokenizer
+    from tokenizers import decoders
+
+    tokenizer = hf_tokenizer
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    decoder = getattr(backend, "decoder", None)
+    if decoder is not None and "ByteLevel" in repr(decoder) and type(decoder).__name__ == "Sequence":
+        # GGUF-converted tokenizers get ByteFallback+Fuse+Replace+ByteLevel; openvino-tokenizers cannot
+        # build that chain, and for a byte-level vocabulary it decodes exactly like ByteLevel alone.
+        import copy
+
+        tokenizer = copy.deepcopy(hf_tokenizer)
+        tokenizer.backend_tokenizer.decoder = decoders.ByteLevel()
+    log.info("converting the tokenizer of %s to OpenVINO IR (once)", ir_dir)
+    ov_tokenizer, ov_detokenizer = convert_tokenizer(tokenizer, with_detokenizer=True)
+    ov.save_model(ov_tokenizer, ir_dir / OV_TOKENIZER_FILE)
+    ov.save_model(ov_detokenizer, ir_dir / OV_DETOKENIZER_FILE)
+
+
+class GenAIRuntime:
+    def __init__(
+        self,
+        ir_dir: Path,
+        tokenizer: Any,
+        info: RuntimeInfo,
+        *,
+        device: str,
+        properties: dict[str, Any],
+        max_num_batched_tokens: int = 2048,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.info = info
+        scheduler = ov_genai.SchedulerConfig()
+        # Long prompts are prefilled in chunks of this many tokens, interleaved with decoding.
+        scheduler.max_num_batched_tokens = max_num_batched_tokens
+        # Every item shares the system prompt, and the second attempt repeats the whole prompt.
+        scheduler.enable_prefix_caching = True
+        self.pipeline = ov_genai.ContinuousBatchingPipeline(str(ir_dir), scheduler, device, properties)
+        self.eos_token_ids = self._eos_ids(ir_dir)
+        self._grammars: dict[str, str] = {}
+        self._next_request_id = 0
+        for schema in decoding_schemas():  # genai compiles a grammar on first use: do it now
+            self.generate(["{"], max_new_tokens=1, schema=schema, stop_on_repetition=False)
+
+    def _eos_ids(self, ir_dir: Path) -> list[int]:
+        ids = {self.tokenizer.eos_token_id}
+        configured = self.pipeline.get_config().eos_token_id
+        if isinstance(configured, int) and configured >= 0:
+            ids.add(configured)
+        return sorted(i for i in ids if i is not None)
+
+    def _grammar(self, schema: dict[str, Any]) -> str:
+        import json
+
+        key = json.dumps(schema)
+        if key not in self._grammars:
+            self._grammars[key] = schema_ebnf(schema)
+        return self._grammars[key]
+
+    def _config(
+        self, max_new_tokens: int, schema: dict[str, Any] | None, sampling: SamplingParams
+    ) -> ov_genai.GenerationConfig:
+        config = ov_genai.GenerationConfig()
+        config.max_new_tokens = max_new_tokens
+        config.apply_chat_template = False  # prompts are already rendered
+        config.stop_token_ids = set(self.eos_token_ids)
+        config.eos_token_id = self.eos_token_ids[0]
+        config.do_sample = sampling.do_sample
+        if sampling.do_sample:
+            config.temperature = sampling.temperature
+            config.top_p = sampling.top_p
+            config.rng_seed = sampling.seed
+        if sampling.repetition_penalty != 1.0:
+            config.repetition_penalty = sampling.repetition_penalty
+        if schema is not None:
+            config.structured_output_config = ov_genai.StructuredOutputConfig(grammar=self._grammar(schema))
+        return config
+
+    def _decode(self, ids: list[int]) -> str:
+        return str(self.tokenizer.decode(ids, skip_special_tokens=True))
+
+    def generate(
+        self,
+        prompts: list[str],
+        *,
+        max_new_tokens: int,
+        schema: dict[str, Any] | None = None,
+        sampling: SamplingParams = GREEDY,
+        stop_on_repetition: bool = True,
+        min_new_tokens: int = 0,
+    ) -> list[GenerationResult]:
+        started = time.perf_counter()
+        config = self._config(max_new_tokens, schema, sampling)
+        config.min_new_tokens = min_new_tokens
+        detector = LoopDetector(self._decode, constrained=schema is not None)
+        handles = []
+        for prompt in prompts:
+            ids = self.tokenizer(prompt, add_special_tokens=False, return_tensors="np")["input_ids"]
+            handles.append(self.pipeline.add_request(self._next_request_id, ov.Tensor(ids), config))
+            self._next_request_id += 1
+        tokens: list[list[int]] = [[] for _ in prompts]
+        looped: set[int] = set()
+        finish: dict[int, str] = {}
+        while self.pipeline.has_non_finished_requests():
+            self.pipeline.step()
+            for row, handle in enumerate(handles):
+                if row in finish:
+                    continue
+                while handle.can_read():
+                    for output in handle.read().values():
+                        tokens[row].extend(output.generated_ids)
+                        if output.finish_reason != ov_genai.GenerationFinishReason.NONE:
+                            finish[row] = output.finish_reason.name
+                if row not in finish and stop_on_repetition and detector(tokens[row]):
+                    looped.add(row)
+                    handle.stop()
+        elapsed = time.perf_counter() - started
+        eos = set(self.eos_token_ids)
+        results = []
+        for row, ids in enumerate(tokens):
+            end = next((i for i, token in enumerate(ids) if token in eos), None)
+            if row in looped:
+                reason = "repetition"
+            elif end is not None or finish.get(row) == "STOP":
+                reason = "stop"
+            else:
+                reason = "length"
+            ids = ids[:end] if end is not None else ids
+            text = self.tokenizer.decode(ids, skip_special_tokens=True)
+            results.append(
+                GenerationResult(text=text, new_tokens=len(ids), finish_reason=reason, seconds=elapsed)
+            )
+        return results
