@@ -24,7 +24,7 @@ class Settings(BaseSettings):
     broker_url: str | None = Field(default=None, validation_alias="BROKER_URL")
 
     # Model runtime
-    model_backend: Literal["openvino", "torch"] = Field(
+    model_backend: Literal["openvino", "openvino-genai", "torch"] = Field(
         default="openvino", validation_alias="ENHANCER_BACKEND"
     )
     model_device: str = Field(default="CPU", validation_alias="ENHANCER_DEVICE")
