@@ -15,7 +15,7 @@ from pathlib import Path
 from app.core.logging import configure_logging, uvicorn_log_config
 
 # Subcommands that live with their code; each module has `register(subparsers)`.
-COMMAND_MODULES = ["training.cli", "app.export.cli"]
+COMMAND_MODULES = ["training.cli", "app.export.cli", "worker.bench"]
 
 
 def _apply_data_dir(args: argparse.Namespace) -> None:
