@@ -94,6 +94,20 @@ def clean_item(item: ItemInput) -> ItemInput:
     )
 
 
+def _added_tokens(tokenizer: Any) -> list[str]:
+    added = getattr(tokenizer, "added_tokens_decoder", None) or {}
+    return sorted({str(getattr(token, "content", token)) for token in added.values()} - {""}, key=len)[::-1]
+
+
+def neutralize_special_tokens(text: str, tokenizer: Any) -> str:
+    """Item text that spells a special token ("<|im_end|>") must not become that token: a zero-width
+    space after its first character keeps the text readable and the chat structure intact."""
+    for token in _added_tokens(tokenizer):
+        if token in text:
+            text = text.replace(token, f"{token[0]}\u200b{token[1:]}")
+    return text
+
+
 def _count_tokens(tokenizer: Any, text: str) -> int:
     return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
@@ -102,17 +116,18 @@ def build_prompt(
     item: ItemInput, derived: DerivedFields, tokenizer: Any, *, max_tokens: int = MAX_PROMPT_TOKENS
 ) -> str:
     """The contract's prompt; text, then headline, then link shortened until it fits `max_tokens`."""
+    full_text = neutralize_special_tokens(derived.text, tokenizer)
     parts = {
-        "text": derived.text[: MAX_PROMPT_TEXT_CHARS + 1],
-        "headline": item.headline,
+        "text": full_text[: MAX_PROMPT_TEXT_CHARS + 1],
+        "headline": neutralize_special_tokens(item.headline, tokenizer),
         "url": item.url or "",
     }
 
     def render() -> str:
         prompt_item = PromptItem(
-            source=item.source,
+            source=neutralize_special_tokens(item.source, tokenizer),
             headline=parts["headline"],
-            text=parts["text"] if len(parts["text"]) <= MAX_PROMPT_TEXT_CHARS else derived.text,
+            text=parts["text"] if len(parts["text"]) <= MAX_PROMPT_TEXT_CHARS else full_text,
             url=parts["url"] or None,
             date=item.date.date().isoformat() if item.date else None,
         )
