@@ -75,7 +75,7 @@ def composite_items(test_path: Path, training_paths: list[Path]) -> tuple[list[E
     The test file also repeats stories with slightly different text: one item per headline.
     """
     items = load_eval_items(test_path)
-    counts = {"lines": len(items), "in_training_data": 0, "repeated_headline": 0}
+    counts = {"lines": len(items), "in_training_data": 0, "repeated_headline": 0}  # lines: distinct items
     for path in training_paths:
         trained: TrainedItems = trained_items_from_file(path)
         items, dropped = held_out(items, trained)

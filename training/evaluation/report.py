@@ -75,7 +75,7 @@ def markdown(results: list[Any], options: dict[str, Any], counts: dict[str, int]
     lines += ["", "![label metrics](metrics.png)", "", "## Upstream composite score", ""]
     if any(r.composite for r in results):
         lines += [
-            f"Test set: `{options.get('test_data')}`: {counts.get('lines', 0)} lines, "
+            f"Test set: `{options.get('test_data')}`: {counts.get('lines', 0)} distinct stories, "
             f"{counts.get('in_training_data', 0)} removed because they occur in the training data, "
             f"{counts.get('repeated_headline', 0)} repeated headlines removed, {counts.get('kept', 0)} kept"
             + (f", first {counts['scored']} scored" if "scored" in counts else "")
