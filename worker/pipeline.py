@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -74,13 +75,12 @@ def _derive(item: ItemInput) -> DerivedFields:
 MAX_PROMPT_TOKENS = 1536
 
 
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+
+
 def clean_text(text: str) -> str:
     """Text any tokenizer and database accepts: lone surrogates (from JSON '\\ud800') become U+FFFD."""
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return _SURROGATE_RE.sub("\ufffd", text)
 
 
 def clean_item(item: ItemInput) -> ItemInput:
