@@ -29,10 +29,15 @@ BACKENDS = ["torch", "openvino", "openvino-genai"]
 
 
 @pytest.fixture(scope="module")
-def runtimes(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    cache = tmp_path_factory.mktemp("runtime-cache")
+def runtime_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("runtime-cache")
+
+
+@pytest.fixture(scope="module")
+def runtimes(tiny_model_dir: Path, runtime_cache: Path) -> dict:
     return {
-        b: load_runtime(str(tiny_model_dir), backend=b, precision="int8", cache_dir=cache) for b in BACKENDS
+        b: load_runtime(str(tiny_model_dir), backend=b, precision="int8", cache_dir=runtime_cache)
+        for b in BACKENDS
     }
 
 
@@ -190,3 +195,33 @@ def test_bench_json_prints_the_documented_keys(tiny_model_dir: Path, tmp_path: P
     assert genai_entry["schema_valid_rate"] == 1.0 and genai_entry["items"] == 2
     assert report["constraint_overhead"]["tokens"] > 0
     assert report["machine"]["cores"] >= 1
+
+
+def test_light_tokenizer_matches_transformers(tiny_model_dir: Path, seed_inputs: list) -> None:
+    """The openvino-genai backend tokenizes without transformers: prompts and ids must not drift."""
+    from worker.runtime.light_tokenizer import LightTokenizer
+
+    light, reference = LightTokenizer(tiny_model_dir), AutoTokenizer.from_pretrained(tiny_model_dir)
+    assert (light.eos_token_id, light.pad_token_id) == (reference.eos_token_id, reference.pad_token_id)
+    for item in seed_inputs:
+        prompt = build_prompt(item, _derive(item), light)
+        assert prompt == build_prompt(item, _derive(item), reference)
+        ids = light(prompt, add_special_tokens=False)["input_ids"]
+        assert ids == reference(prompt, add_special_tokens=False)["input_ids"]
+        assert light.decode(ids) == reference.decode(ids, clean_up_tokenization_spaces=False)
+
+
+def test_genai_backend_serves_without_importing_torch(
+    runtimes: dict, runtime_cache: Path, tmp_path: Path
+) -> None:
+    """~450 MB of RSS: once the IR exists, an openvino-genai worker never imports torch."""
+    (cache,) = [p for p in runtime_cache.glob("ov-int8-*") if (p / "openvino_model.xml").exists()]
+    script = (
+        "import sys; from pathlib import Path; from worker.runtime import load_runtime; "
+        "from worker.pipeline import ItemInput, enhance_items; "
+        f"r = load_runtime({str(cache)!r}, backend='openvino-genai', cache_dir=Path({str(tmp_path)!r})); "
+        "(o,) = enhance_items(r, [ItemInput(source='s', headline='h', content='OpenAI builds chips.')]); "
+        "print(o.metadata is not None, 'torch' in sys.modules)"
+    )
+    completed = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert completed.stdout.split()[-2:] == ["True", "False"], completed.stderr[-2000:]

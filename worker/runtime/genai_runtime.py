@@ -23,32 +23,6 @@ from worker.runtime.schema_budget import decoding_schemas
 
 log = logging.getLogger(__name__)
 
-OV_TOKENIZER_FILE = "openvino_tokenizer.xml"
-OV_DETOKENIZER_FILE = "openvino_detokenizer.xml"
-
-
-def ensure_openvino_tokenizers(ir_dir: Path, hf_tokenizer: Any) -> None:
-    """genai reads the vocabulary (for the grammar) from tokenizer/detokenizer IR beside the model."""
-    if (ir_dir / OV_TOKENIZER_FILE).exists() and (ir_dir / OV_DETOKENIZER_FILE).exists():
-        return
-    from openvino_tokenizers import convert_tokenizer
-    from tokenizers import decoders
-
-    tokenizer = hf_tokenizer
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    decoder = getattr(backend, "decoder", None)
-    if decoder is not None and "ByteLevel" in repr(decoder) and type(decoder).__name__ == "Sequence":
-        # GGUF-converted tokenizers get ByteFallback+Fuse+Replace+ByteLevel; openvino-tokenizers cannot
-        # build that chain, and for a byte-level vocabulary it decodes exactly like ByteLevel alone.
-        import copy
-
-        tokenizer = copy.deepcopy(hf_tokenizer)
-        tokenizer.backend_tokenizer.decoder = decoders.ByteLevel()
-    log.info("converting the tokenizer of %s to OpenVINO IR (once)", ir_dir)
-    ov_tokenizer, ov_detokenizer = convert_tokenizer(tokenizer, with_detokenizer=True)
-    ov.save_model(ov_tokenizer, ir_dir / OV_TOKENIZER_FILE)
-    ov.save_model(ov_detokenizer, ir_dir / OV_DETOKENIZER_FILE)
-
 
 class GenAIRuntime:
     def __init__(
@@ -159,7 +133,7 @@ class GenAIRuntime:
             else:
                 reason = "length"
             ids = ids[:end] if end is not None else ids
-            text = self.tokenizer.decode(ids, skip_special_tokens=True)
+            text = self._decode(ids)
             results.append(
                 GenerationResult(text=text, new_tokens=len(ids), finish_reason=reason, seconds=elapsed)
             )

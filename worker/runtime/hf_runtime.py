@@ -39,7 +39,8 @@ class HFGenerateRuntime:
         return sorted(i for i in ids if i is not None)
 
     def _decode(self, ids: list[int]) -> str:
-        return str(self.tokenizer.decode(ids, skip_special_tokens=True))
+        # No clean_up_tokenization_spaces: it rewrites " ." to "." after the grammar accepted the text.
+        return str(self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False))
 
     def generate(
         self,
@@ -89,7 +90,7 @@ class HFGenerateRuntime:
                 while new_ids and new_ids[-1] == self.tokenizer.pad_token_id:
                     new_ids.pop()
                 reason = "repetition" if row in guard.tripped else "length"
-            text = self.tokenizer.decode(new_ids, skip_special_tokens=True)
+            text = self._decode(new_ids)
             results.append(
                 GenerationResult(text=text, new_tokens=len(new_ids), finish_reason=reason, seconds=elapsed)
             )

@@ -83,10 +83,10 @@ def gguf_to_hf_dir(gguf_path: Path, target: Path) -> Path:
     The tokenizer is loaded as a fast byte-level tokenizer (AutoTokenizer picks a sentencepiece
     class for llama GGUFs and decodes 'Ġ' literally), with special tokens taken from the GGUF.
     """
-    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
-
     if (target / "config.json").exists():
         return target
+    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
     log.info("converting %s to a transformers directory (once)", gguf_path.name)
     tmp = target.with_name(target.name + ".tmp")
     tokenizer = PreTrainedTokenizerFast.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
@@ -128,11 +128,11 @@ def openvino_dir_for(source: ModelSource, cache_dir: Path, precision: str) -> Pa
 
 def export_openvino(hf_location: str, target: Path, precision: str) -> Path:
     """Export HF weights to OpenVINO IR (+ tokenizer) at the given weight precision."""
+    if (target / OV_MODEL_FILE).exists():
+        return target
     from optimum.intel import OVModelForCausalLM, OVWeightQuantizationConfig
     from transformers import AutoTokenizer
 
-    if (target / OV_MODEL_FILE).exists():
-        return target
     kwargs: dict[str, object] = {}
     if precision == "int8":
         kwargs["quantization_config"] = OVWeightQuantizationConfig(bits=8)
@@ -149,9 +149,9 @@ def export_openvino(hf_location: str, target: Path, precision: str) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(hf_location)
     tokenizer.save_pretrained(tmp)
     try:  # openvino-genai needs tokenizer IR; optimum-intel does not, so export never fails on it
-        from worker.runtime.genai_runtime import ensure_openvino_tokenizers
+        from worker.runtime.ov_tokenizers import convert_tokenizer_ir
 
-        ensure_openvino_tokenizers(tmp, tokenizer)
+        convert_tokenizer_ir(tmp, tokenizer)
     except Exception as error:
         log.warning(
             "tokenizer not converted to OpenVINO IR (%s): the openvino-genai backend will retry", error
@@ -239,14 +239,14 @@ def load_openvino_genai(
     precision: str,
     ov_config: dict[str, Any] | None = None,
 ) -> ModelRuntime:
-    from transformers import AutoTokenizer
-
-    from worker.runtime.genai_runtime import GenAIRuntime, ensure_openvino_tokenizers
+    from worker.runtime.genai_runtime import GenAIRuntime
+    from worker.runtime.light_tokenizer import LightTokenizer
+    from worker.runtime.ov_tokenizers import ensure_tokenizer_ir
 
     started = time.perf_counter()
     ir_dir = openvino_ir_dir(source, cache_dir, precision)
-    tokenizer = AutoTokenizer.from_pretrained(ir_dir)
-    ensure_openvino_tokenizers(ir_dir, tokenizer)
+    ensure_tokenizer_ir(ir_dir)
+    tokenizer = LightTokenizer(ir_dir)  # no transformers: keeps torch out of the serving process
     properties = openvino_properties(cache_dir, ov_config)
     info = RuntimeInfo(source.name, "openvino-genai", device, precision)
     runtime, info.device = _with_cpu_fallback(
