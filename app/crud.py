@@ -53,6 +53,7 @@ def find_item(session: Session, *, message_id: str, content_hash: str) -> Item |
 
 def create_item(session: Session, *, item: EnhanceItem) -> Item:
     row = Item(
+        id=new_id(),  # known before the flush: the job can point at it without a round trip
         source=item.source,
         subject=item.subject,
         sender=item.from_,
@@ -93,7 +94,6 @@ def submit_items(
             row = existing
         else:
             row = create_item(session, item=item)
-            session.flush()
         job = Job(id=new_id(), item_id=row.id, status=JobStatus.queued, idempotency_key=idempotency_key)
         session.add(job)
         submitted.append(SubmittedJob(job, created=True))

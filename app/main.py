@@ -18,6 +18,7 @@ from app.api.deps import ApiKeyDep, ReviewKeyDep
 from app.api.limits import BodySizeLimit
 from app.api.metrics import install_metrics
 from app.api.routes import corrections, enhance, export, health, jobs, records
+from app.api.routes.enhance import close_writer
 from app.core.config import get_settings
 from app.core.migrate import upgrade_database
 from app.core.security import ensure_api_key
@@ -76,6 +77,7 @@ def create_app(*, migrate: bool = True) -> FastAPI:
         if migrate:
             upgrade_database(settings.sqlalchemy_url)
         yield
+        close_writer(app)  # store and publish submissions still waiting
 
     app = FastAPI(title="newsletter-enhancer", version=__version__, lifespan=lifespan)
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]

@@ -10,7 +10,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from sqlalchemy.orm import Session
 
 from app.core.config import Settings, get_settings
-from app.core.db import get_sessionmaker
+from app.core.db import get_sessionmaker, read_session_scope
 from app.core.security import configured_key_digests, key_is_valid
 
 
@@ -26,7 +26,14 @@ def get_db() -> Iterator[Session]:
         session.close()
 
 
+def get_read_db() -> Iterator[Session]:
+    """A read-only session (SQLite: no write lock) for GET routes."""
+    with read_session_scope() as session:
+        yield session
+
+
 SessionDep = Annotated[Session, Depends(get_db)]
+ReadSessionDep = Annotated[Session, Depends(get_read_db)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 

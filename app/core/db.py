@@ -2,10 +2,14 @@
 
 BEGIN IMMEDIATE takes the write lock at the start of a transaction, so the API and several
 workers queue on the busy timeout instead of deadlocking on a read-to-write lock upgrade.
+Read-only sessions (`read_session_scope`, the API's GET routes) begin DEFERRED instead: in WAL
+mode they read a snapshot without taking the write lock, so polling never queues behind writers
+nor holds them up.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -23,7 +27,7 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
-            pool_pre_ping=True,
+            # No pre-ping: a local file connection does not go stale, and the ping cost a query per checkout.
         )
 
         @event.listens_for(engine, "connect")
@@ -38,11 +42,15 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         @event.listens_for(engine, "begin")
-        def _begin_immediate(conn):  # type: ignore[no-untyped-def]
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        def _begin(conn):  # type: ignore[no-untyped-def]
+            read_only = conn.get_execution_options().get(READ_ONLY)
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+READ_ONLY = "enhancer_read_only"  # execution option: this connection's transactions never write
 
 
 @lru_cache
@@ -71,10 +79,43 @@ def session_scope() -> Iterator[Session]:
         session.close()
 
 
+_SQLITE_WRITERS = threading.Lock()
+
+
+@contextmanager
+def write_session_scope() -> Iterator[Session]:
+    """session_scope for hot write paths: this process's writers take turns on a lock.
+
+    SQLite admits one writer; threads that race for it wait in its busy handler, which sleeps and
+    polls (1, 2, 5 ... 100 ms), so under load most of a request's latency is that sleep. A Python
+    lock hands the turn over the moment the previous transaction ends. Other processes (workers)
+    still meet on SQLite's own lock. (On PostgreSQL the lock only orders this process's writers.)
+    """
+    with _SQLITE_WRITERS, session_scope() as session:
+        yield session
+
+
+@lru_cache
+def get_read_sessionmaker() -> sessionmaker[Session]:
+    """Sessions for reads only (SQLite: deferred BEGIN, no write lock). Writing in one is a bug."""
+    return sessionmaker(bind=get_engine().execution_options(**{READ_ONLY: True}), expire_on_commit=False)
+
+
+@contextmanager
+def read_session_scope() -> Iterator[Session]:
+    session = get_read_sessionmaker()()
+    try:
+        yield session
+    finally:
+        session.rollback()
+        session.close()
+
+
 def reset_caches() -> None:
     """Forget engine and settings (tests switch databases between cases)."""
     if get_engine.cache_info().currsize:
         get_engine().dispose()
     get_engine.cache_clear()
     get_sessionmaker.cache_clear()
+    get_read_sessionmaker.cache_clear()
     get_settings.cache_clear()

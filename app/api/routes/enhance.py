@@ -2,30 +2,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, HTTPException, Request, Response, status
-from fastapi.concurrency import run_in_threadpool
+from fastapi import APIRouter, Header, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
-from app.api.deps import SessionDep, SettingsDep
+from app.api.deps import SettingsDep
 from app.api.schemas import EnhanceAccepted, ErrorOut, JobRef
+from app.api.submissions import Submission, SubmissionWriter
 from app.contract import EnhanceItem
 from app.contract.request import EnhanceBatch
 from app.core.config import Settings
-from app.crud import (
-    count_queued_jobs,
-    find_idempotency_key,
-    jobs_by_ids,
-    save_idempotency_key,
-    submit_items,
-)
-from app.models import Job
-from worker.celery_app import enqueue_jobs
 
 router = APIRouter(tags=["enhance"])
 
@@ -35,9 +23,6 @@ _REQUEST_SCHEMA = {
         {"$ref": "#/components/schemas/EnhanceBatch"},
     ]
 }
-# Concurrent first uses of one Idempotency-Key (or one new item) on PostgreSQL: the loser of the
-# unique-constraint race rolls back and reads what the winner stored.
-_SUBMIT_TRIES = 3
 
 
 def _invalid(loc: tuple[str | int, ...], msg: str, kind: str) -> RequestValidationError:
@@ -106,7 +91,6 @@ def request_sha256(body: Any) -> str:
 async def enhance(
     request: Request,
     response: Response,
-    session: SessionDep,
     settings: SettingsDep,
     idempotency_key: Annotated[
         str | None,
@@ -127,67 +111,27 @@ async def enhance(
     check_item_limits(body, max_items=settings.max_batch_items, max_chars=settings.max_item_chars)
     items, single = parse_enhance_body(body)
     body_hash = request_sha256(body) if idempotency_key else ""
-    # Database and broker calls block (a lock wait, a broker timeout): keep them off the event loop.
-    jobs, replayed = await run_in_threadpool(
-        accept_items, session, settings, items=items, idempotency_key=idempotency_key, body_hash=body_hash
-    )
-    if replayed:
+    writer = _writer(request, settings)
+    accepted = await writer.submit(Submission(items, idempotency_key, body_hash))
+    if accepted.replayed:
         response.headers["Idempotent-Replayed"] = "true"
-    if single and jobs:
-        response.headers["Location"] = f"/v1/jobs/{jobs[0].id}"
-    return EnhanceAccepted(jobs=[JobRef(id=job.id, status=job.status) for job in jobs])
+    if single and accepted.jobs:
+        response.headers["Location"] = f"/v1/jobs/{accepted.jobs[0][0]}"
+    return EnhanceAccepted(jobs=[JobRef(id=job_id, status=status) for job_id, status in accepted.jobs])
 
 
-def accept_items(
-    session: Session,
-    settings: Settings,
-    *,
-    items: list[EnhanceItem],
-    idempotency_key: str | None,
-    body_hash: str,
-) -> tuple[list[Job], bool]:
-    """(jobs, replayed): persist items and jobs in one transaction, then enqueue the new jobs."""
-    key_max_age = timedelta(hours=settings.idempotency_ttl_hours)
-    for attempt in range(_SUBMIT_TRIES):
-        try:
-            if idempotency_key:
-                stored = find_idempotency_key(session, key=idempotency_key, max_age=key_max_age)
-                if stored is not None:
-                    if stored.request_sha256 != body_hash:
-                        message = (
-                            f"Idempotency-Key {idempotency_key!r} was already used with a different "
-                            "payload; send a new key for a new request"
-                        )
-                        loc = ("header", "Idempotency-Key")
-                        raise RequestValidationError(
-                            [{"loc": loc, "msg": message, "type": "idempotency_key_reused"}]
-                        )
-                    return jobs_by_ids(session, job_ids=stored.job_ids), True
-            queued_before = count_queued_jobs(session)
-            submitted = submit_items(session, items=items, idempotency_key=idempotency_key)
-            created = [s.job.id for s in submitted if s.created]
-            if created and queued_before + len(created) > settings.max_queued_jobs:
-                session.rollback()
-                raise HTTPException(
-                    status_code=429,
-                    detail=f"queue full: {queued_before} jobs waiting, the limit is "
-                    f"{settings.max_queued_jobs}; retry in {settings.queue_full_retry_after_seconds} s",
-                    headers={"Retry-After": str(settings.queue_full_retry_after_seconds)},
-                )
-            if idempotency_key:
-                save_idempotency_key(
-                    session,
-                    key=idempotency_key,
-                    request_sha256=body_hash,
-                    job_ids=[s.job.id for s in submitted],
-                    max_age=key_max_age,
-                )
-            session.commit()
-            break
-        except IntegrityError:
-            session.rollback()
-            if attempt == _SUBMIT_TRIES - 1:
-                raise
-    if created:
-        enqueue_jobs(created)  # broker down: the jobs wait in the database for the reconciler
-    return [s.job for s in submitted], False
+def _writer(request: Request, settings: Settings) -> SubmissionWriter:
+    """This app's writer thread (app/api/submissions.py), started on first use."""
+    state = request.app.state
+    if getattr(state, "submission_writer", None) is None:
+        state.submission_writer = SubmissionWriter(settings)
+    return state.submission_writer  # type: ignore[no-any-return]
+
+
+def close_writer(app: object) -> None:
+    """At shutdown: store what is waiting, publish it, stop the threads."""
+    state = getattr(app, "state", None)
+    writer = getattr(state, "submission_writer", None)
+    if writer is not None:
+        state.submission_writer = None  # a restarted app gets a fresh writer
+        writer.close()

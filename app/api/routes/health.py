@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
-from app.api.deps import SessionDep, SettingsDep
+from app.api.deps import ReadSessionDep, SettingsDep
 from app.crud import live_workers
 
 router = APIRouter(tags=["health"])
@@ -30,7 +30,7 @@ def _broker_ok(url: str) -> tuple[bool, str]:
 
 
 @router.get("/readyz", responses={503: {"description": "Not ready: see checks"}})
-def readyz(session: SessionDep, settings: SettingsDep) -> JSONResponse:
+def readyz(session: ReadSessionDep, settings: SettingsDep) -> JSONResponse:
     """Database reachable, broker reachable, and at least one worker heartbeat recently."""
     checks: dict[str, Any] = {}
     try:

@@ -5,7 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
 
-from app.api.deps import SessionDep
+from app.api.deps import ReadSessionDep
 from app.api.schemas import ErrorOut, RecordOut, RecordPage
 from app.crud import get_record, list_records
 
@@ -14,7 +14,7 @@ router = APIRouter(prefix="/records", tags=["records"])
 
 @router.get("", response_model=RecordPage)
 def read_records(
-    session: SessionDep,
+    session: ReadSessionDep,
     since: Annotated[datetime | None, Query(description="Item date from (inclusive), ISO 8601")] = None,
     until: Annotated[datetime | None, Query(description="Item date until (exclusive), ISO 8601")] = None,
     source: Annotated[str | None, Query(max_length=200)] = None,
@@ -39,7 +39,7 @@ def read_records(
 
 
 @router.get("/{record_id}", response_model=RecordOut, responses={404: {"model": ErrorOut}})
-def read_record(record_id: str, session: SessionDep) -> RecordOut:
+def read_record(record_id: str, session: ReadSessionDep) -> RecordOut:
     record = get_record(session, record_id=record_id)
     if record is None:
         raise HTTPException(status_code=404, detail=f"record {record_id} not found")

@@ -1,0 +1,224 @@
+"""Storing POST /v1/enhance submissions: one writer thread, group commits, the 429 and idempotency.
+
+SQLite admits one writer at a time, so many request threads each opening a write transaction only
+take turns on the lock - and pay for a thread hop, BEGIN and COMMIT each. Instead, requests hand
+their parsed items to one writer thread per API process. It takes every submission waiting, stores
+each inside its own SAVEPOINT (one refused or failed submission - a 429, a reused
+Idempotency-Key - leaves the others untouched), commits them all at once, and only then answers
+their requests: a 202 still means "in the database". Under load, one transaction carries many
+requests; when idle, a request is its own batch. New job ids go to the JobPublisher after the
+commit. PostgreSQL gets the same path (fewer commits suit it too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from fastapi import HTTPException
+from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.api.publisher import JobPublisher
+from app.contract import EnhanceItem
+from app.core.config import Settings
+from app.core.db import write_session_scope
+from app.crud import count_queued_jobs, find_idempotency_key, jobs_by_ids, save_idempotency_key, submit_items
+
+log = logging.getLogger(__name__)
+
+MAX_GROUP = 64  # submissions per transaction: bounds the time the write lock is held
+# A concurrent first use of one Idempotency-Key or one new item from another API process
+# (PostgreSQL): the loser of the unique-constraint race rolls back its savepoint and reads the winner's.
+_TRIES = 3
+
+
+@dataclass(frozen=True)
+class Submission:
+    items: list[EnhanceItem]
+    idempotency_key: str | None = None
+    body_hash: str = ""
+
+
+@dataclass
+class Accepted:
+    jobs: list[tuple[str, str]]  # (job id, status), in item order
+    created: list[str] = field(default_factory=list)  # ids of jobs created by this submission
+    replayed: bool = False  # answered from a stored Idempotency-Key
+
+
+class QueueDepth:
+    """Queued jobs, for the 429: counted at most once per `max_age` seconds per API process.
+
+    Counting scans the queued jobs, so a long queue would make every POST slower exactly when the
+    system is busiest. Between counts, this process adds the jobs it creates; jobs that workers take
+    meanwhile show at the next count. The limit is thus checked against a number at most `max_age`
+    seconds old (other API processes' jobs also show at the next count).
+    """
+
+    def __init__(self, max_age: float = 1.0) -> None:
+        self.max_age = max_age
+        self._count: int | None = None
+        self._counted_at = 0.0
+
+    def current(self, session: Session) -> int:
+        if self._count is None or time.monotonic() - self._counted_at > self.max_age:
+            self._count, self._counted_at = count_queued_jobs(session), time.monotonic()
+        return self._count
+
+    def add(self, created: int) -> None:
+        if self._count is not None:
+            self._count += created
+
+
+def store_submission(
+    session: Session, settings: Settings, queue_depth: QueueDepth, submission: Submission
+) -> Accepted:
+    """Store one submission in a savepoint of the session's transaction; refusals raise (422/429)."""
+    for attempt in range(_TRIES):
+        savepoint = session.begin_nested()
+        try:
+            accepted = _store(session, settings, queue_depth, submission)
+        except IntegrityError:
+            savepoint.rollback()
+            if attempt == _TRIES - 1:
+                raise
+            continue
+        except BaseException:
+            savepoint.rollback()
+            raise
+        savepoint.commit()
+        queue_depth.add(len(accepted.created))
+        return accepted
+    raise AssertionError("unreachable")
+
+
+def _store(session: Session, settings: Settings, queue_depth: QueueDepth, submission: Submission) -> Accepted:
+    key = submission.idempotency_key
+    key_max_age = timedelta(hours=settings.idempotency_ttl_hours)
+    if key:
+        stored = find_idempotency_key(session, key=key, max_age=key_max_age)
+        if stored is not None:
+            if stored.request_sha256 != submission.body_hash:
+                message = (
+                    f"Idempotency-Key {key!r} was already used with a different payload; "
+                    "send a new key for a new request"
+                )
+                raise RequestValidationError(
+                    [{"loc": ("header", "Idempotency-Key"), "msg": message, "type": "idempotency_key_reused"}]
+                )
+            jobs = jobs_by_ids(session, job_ids=stored.job_ids)
+            return Accepted(jobs=[(job.id, job.status) for job in jobs], replayed=True)
+    queued_before = queue_depth.current(session)
+    submitted = submit_items(session, items=submission.items, idempotency_key=key)
+    created = [s.job.id for s in submitted if s.created]
+    if created and queued_before + len(created) > settings.max_queued_jobs:
+        retry_after = settings.queue_full_retry_after_seconds
+        raise HTTPException(
+            status_code=429,
+            detail=f"queue full: {queued_before} jobs waiting, the limit is {settings.max_queued_jobs}; "
+            f"retry in {retry_after} s",
+            headers={"Retry-After": str(retry_after)},
+        )
+    if key:
+        save_idempotency_key(
+            session,
+            key=key,
+            request_sha256=submission.body_hash,
+            job_ids=[s.job.id for s in submitted],
+            max_age=key_max_age,
+        )
+    return Accepted(jobs=[(s.job.id, s.job.status) for s in submitted], created=created)
+
+
+_Waiter = tuple[Submission, asyncio.AbstractEventLoop, "asyncio.Future[Accepted]"]
+_Answer = tuple["asyncio.Future[Accepted]", Accepted | BaseException]
+
+
+class SubmissionWriter:
+    """The API process's one writer thread (see the module docstring)."""
+
+    def __init__(self, settings: Settings, publisher: JobPublisher | None = None) -> None:
+        self.settings = settings
+        self.queue_depth = QueueDepth()
+        self.publisher = publisher or JobPublisher()
+        self._pending: queue.SimpleQueue[_Waiter | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="enhancer-writer", daemon=True)
+        self._thread.start()
+
+    async def submit(self, submission: Submission) -> Accepted:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Accepted] = loop.create_future()
+        self._pending.put((submission, loop, future))
+        return await future
+
+    def close(self, timeout: float = 10.0) -> None:
+        if self._thread.is_alive():
+            self._pending.put(None)
+            self._thread.join(timeout)
+        self.publisher.close(timeout)
+
+    def _run(self) -> None:
+        while True:
+            first = self._pending.get()
+            if first is None:
+                return
+            group = [first]
+            stop = False
+            while len(group) < MAX_GROUP:
+                try:
+                    waiter = self._pending.get_nowait()
+                except queue.Empty:
+                    break
+                if waiter is None:
+                    stop = True
+                    break
+                group.append(waiter)
+            outcomes = self._write([submission for submission, _, _ in group])
+            self.publisher.publish([job for o in outcomes if isinstance(o, Accepted) for job in o.created])
+            self._answer(group, outcomes)
+            if stop:
+                return
+
+    def _write(self, submissions: list[Submission]) -> list[Accepted | BaseException]:
+        outcomes: list[Accepted | BaseException] = []
+        try:
+            with write_session_scope() as session:
+                for submission in submissions:
+                    try:
+                        outcomes.append(
+                            store_submission(session, self.settings, self.queue_depth, submission)
+                        )
+                    except Exception as error:  # this request's answer (422, 429, ...); the rest go on
+                        outcomes.append(error)
+        except Exception as error:  # BEGIN or COMMIT failed: nothing of the group was stored
+            log.exception("storing %d submission(s) failed", len(submissions))
+            self.queue_depth = QueueDepth()  # its additions were never committed
+            return [error] * len(submissions)
+        return outcomes
+
+    @staticmethod
+    def _answer(group: list[_Waiter], outcomes: list[Accepted | BaseException]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Answer]] = {}
+        for (_, loop, future), outcome in zip(group, outcomes, strict=True):
+            by_loop.setdefault(loop, []).append((future, outcome))
+        for loop, answers in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # a closed event loop: its requests are gone
+                loop.call_soon_threadsafe(_resolve, answers)  # one wake-up per loop, not per request
+
+
+def _resolve(answers: list[_Answer]) -> None:
+    for future, outcome in answers:
+        if future.done():  # the client went away and the request was cancelled
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)

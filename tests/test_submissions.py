@@ -1,0 +1,113 @@
+"""The API's writer thread: submissions stored together in one transaction still get their own answers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from fastapi import HTTPException
+from fastapi.exceptions import RequestValidationError
+
+from app.api.routes.enhance import request_sha256
+from app.api.submissions import Accepted, Submission, SubmissionWriter
+from app.contract import EnhanceItem
+from tests.conftest import apply_env
+from tests.reliability_helpers import read_ledger
+
+
+def _item(n: int) -> EnhanceItem:
+    return EnhanceItem.model_validate(
+        {
+            "source": "TLDR AI",
+            "subject": f"Item {n}",
+            "from": "a@b.c",
+            "date": "2025-10-16T08:00:00Z",
+            "message_id": f"<m{n}@x>",
+            "content": f"Text of item {n}.",
+        }
+    )
+
+
+@pytest.fixture
+def writer(service_env, database_url, monkeypatch):  # type: ignore[no-untyped-def]
+    apply_env(monkeypatch, service_env, DATABASE_URL=database_url, ENHANCER_MAX_QUEUED_JOBS="3")
+    from app.core.config import get_settings
+    from app.core.migrate import upgrade_database
+
+    settings = get_settings()
+    settings.ensure_dirs()
+    upgrade_database(settings.sqlalchemy_url)
+    published: list[list[str]] = []
+
+    class Recorder:  # stands in for the broker: what the writer hands on after each commit
+        def publish(self, ids: list[str]) -> None:
+            if ids:
+                published.append(ids)
+
+        def close(self, timeout: float = 0) -> None:
+            pass
+
+    writer = SubmissionWriter(settings, publisher=Recorder())  # type: ignore[arg-type]
+    writer.published = published  # type: ignore[attr-defined]
+    yield writer
+    writer.close()
+
+
+async def _submit_as_one_group(writer: SubmissionWriter, submissions: list[Submission]) -> list[object]:
+    """Queue everything while the writer waits for the write lock, so it takes them as one group."""
+    from app.core import db
+
+    with db._SQLITE_WRITERS:
+        tasks = [asyncio.ensure_future(writer.submit(s)) for s in submissions]
+        await asyncio.sleep(0.3)
+    return await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def test_one_group_mixes_accepted_replayed_and_refused_submissions(writer: SubmissionWriter) -> None:
+    async def scenario() -> tuple[Accepted, list[object]]:
+        keyed = Submission([_item(0)], "key-a", request_sha256({"n": 0}))
+        first = await writer.submit(keyed)
+        outcomes = await _submit_as_one_group(
+            writer,
+            [
+                Submission([_item(1)]),  # new
+                Submission([_item(2), _item(1)]),  # one new, one already in this group
+                Submission([_item(3)], "key-a", request_sha256({"n": 3})),  # reused key: 422
+                Submission([_item(0)], "key-a", request_sha256({"n": 0})),  # retry: the stored jobs
+                Submission([_item(4)]),  # new: a 4th queued job with the limit 3: 429
+            ],
+        )
+        return first, outcomes
+
+    first, (one, two, reused, replay, over) = asyncio.run(scenario())
+    assert isinstance(one, Accepted) and len(one.created) == 1
+    assert isinstance(two, Accepted) and len(two.created) == 1
+    assert two.jobs[1] == one.jobs[0]  # the same item maps to the same job, even within a group
+    assert isinstance(reused, RequestValidationError)
+    assert "already used with a different payload" in reused.errors()[0]["msg"]
+    assert isinstance(replay, Accepted) and replay.replayed and replay.jobs == first.jobs
+    assert isinstance(over, HTTPException) and over.status_code == 429
+    ledger = read_ledger()
+    assert sum(ledger.statuses.values()) == 3  # items 0, 1, 2: nothing of the refused ones
+    published = [job for ids in writer.published for job in ids]  # type: ignore[attr-defined]
+    assert sorted(published) == sorted(ledger.job_status)  # every stored job handed to the broker once
+
+
+def test_answers_wait_for_the_commit(writer: SubmissionWriter) -> None:
+    """A 202 means stored: the answer comes only after the group's transaction committed."""
+
+    async def scenario() -> tuple[float, Accepted]:
+        from app.core import db
+
+        started = time.monotonic()
+        with db._SQLITE_WRITERS:
+            task = asyncio.ensure_future(writer.submit(Submission([_item(9)])))
+            await asyncio.sleep(0.5)
+            assert not task.done()
+        accepted = await task
+        return time.monotonic() - started, accepted
+
+    waited, accepted = asyncio.run(scenario())
+    assert waited >= 0.5
+    assert read_ledger().job_status[accepted.jobs[0][0]] == "queued"
