@@ -111,3 +111,28 @@ def test_answers_wait_for_the_commit(writer: SubmissionWriter) -> None:
     waited, accepted = asyncio.run(scenario())
     assert waited >= 0.5
     assert read_ledger().job_status[accepted.jobs[0][0]] == "queued"
+
+
+def test_reads_do_not_wait_for_a_writer(service_env) -> None:
+    """SQLite: GET routes read a snapshot (deferred BEGIN) while another process holds the write lock."""
+    import sqlite3
+    from pathlib import Path
+
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from tests.conftest import API_HEADERS
+
+    with TestClient(create_app(), headers=API_HEADERS) as client:
+        job_id = client.post("/v1/enhance", json=_item(1).model_dump(mode="json", by_alias=True)).json()
+        job_id = job_id["jobs"][0]["id"]
+        holder = sqlite3.connect(Path(service_env["ENHANCER_DATA_DIR"]) / "enhancer.db", isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # a worker in the middle of a write transaction
+        try:
+            started = time.monotonic()
+            assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "queued"
+            assert client.get("/v1/records").status_code == 200
+            assert time.monotonic() - started < 2  # not the 30 s busy timeout
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
