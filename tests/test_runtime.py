@@ -225,3 +225,19 @@ def test_genai_backend_serves_without_importing_torch(
     )
     completed = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True)
     assert completed.stdout.split()[-2:] == ["True", "False"], completed.stderr[-2000:]
+
+
+@pytest.mark.parametrize("backend", ["openvino", "openvino-genai"])
+def test_unavailable_gpu_falls_back_to_cpu_with_a_log_line(
+    backend: str, tiny_model_dir: Path, runtime_cache: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("WARNING", logger="worker.runtime.loading")
+    runtime = load_runtime(
+        str(tiny_model_dir),
+        backend=backend,
+        device="NO_SUCH_DEVICE",
+        precision="int8",
+        cache_dir=runtime_cache,
+    )
+    assert runtime.info.device == "CPU"
+    assert any("falling back to CPU" in r.getMessage() for r in caplog.records)
