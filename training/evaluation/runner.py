@@ -133,19 +133,21 @@ def raw_schema_valid(text: str) -> bool:
 def _predictions_for_batch(
     batch: list[EvalItem], outcomes: list[EnhanceOutcome], calls: list[list[GenerationResult]]
 ) -> list[Prediction]:
-    """enhance_items calls generate once for the whole batch, then once for the rows it retries."""
+    """enhance_items calls generate once for the whole batch, then once per retry for the rows left."""
     first = calls[0]
-    retried = [i for i, outcome in enumerate(outcomes) if outcome.attempts > 1]
-    second = dict(zip(retried, calls[1], strict=True)) if len(calls) > 1 else {}
+    final = dict(enumerate(first))
+    for attempt, results in enumerate(calls[1:], start=1):
+        pending = [i for i, outcome in enumerate(outcomes) if outcome.attempts > attempt]
+        final.update(zip(pending, results, strict=True))
     predictions = []
     for index, (item, outcome) in enumerate(zip(batch, outcomes, strict=True)):
-        final = second.get(index, first[index])
+        final_result = final[index]
         predictions.append(
             Prediction(
                 key=item.key,
                 raw_text=first[index].text,
                 raw_finish=first[index].finish_reason,
-                final_text=final.text,
+                final_text=final_result.text,
                 metadata=outcome.metadata.model_dump(mode="json") if outcome.metadata is not None else None,
                 error=outcome.error,
                 attempts=outcome.attempts,
