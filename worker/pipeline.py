@@ -232,7 +232,7 @@ def enhance_items(runtime: ModelRuntime, items: list[ItemInput]) -> list[Enhance
                 outcome.error = None
             except OutputRejected as error:
                 outcome.error = str(error)
-                log.info("attempt %d rejected: %s", outcome.attempts, error)
+                log.info("attempt %d rejected: %s", outcome.attempts, error)  # counted by `enhancer bench`
                 still_pending.append(index)
         pending = still_pending
     return outcomes
