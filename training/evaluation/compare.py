@@ -225,7 +225,7 @@ def evaluate_base(options: CompareOptions, items: list[EvalItem], test_items: li
     result = _evaluate_with_composite(
         "base", "base", options.base_model, items, test_items, options, stored_scores=stored
     )
-    result.notes.append(f"scored on all {len(items)} items (it was trained on none)")
+    result.notes.append(f"scored on {len(items)} items (it was trained on none of them)")
     return result
 
 
