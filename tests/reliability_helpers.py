@@ -142,6 +142,7 @@ class Ledger:
     attempts: dict[str, int]
     job_status: dict[str, str]
     errors: dict[str, str | None]
+    claimed_by: dict[str, str]  # job id -> pid of the worker of its last claim
 
 
 def read_ledger() -> Ledger:
@@ -151,7 +152,9 @@ def read_ledger() -> Ledger:
     from app.models import Job, Record
 
     with session_scope() as session:
-        jobs = session.execute(select(Job.id, Job.item_id, Job.status, Job.attempts, Job.error)).all()
+        jobs = session.execute(
+            select(Job.id, Job.item_id, Job.status, Job.attempts, Job.error, Job.worker)
+        ).all()
         records = dict(session.execute(select(Record.job_id, func.count()).group_by(Record.job_id)).all())
     return Ledger(
         statuses=Counter(job.status for job in jobs),
@@ -160,6 +163,9 @@ def read_ledger() -> Ledger:
         attempts={job.id: job.attempts for job in jobs},
         job_status={job.id: job.status for job in jobs},
         errors={job.id: job.error for job in jobs},
+        claimed_by={
+            job.id: job.worker.split(":")[1] for job in jobs if job.worker and job.worker.count(":") >= 2
+        },
     )
 
 

@@ -97,25 +97,25 @@ def test_redis_restart_with_jobs_queued_loses_nothing(
     apply_env(monkeypatch, service_env, BROKER_URL=private_redis.url, **FAST_RECOVERY_ENV)
     with TestClient(create_app(), headers=API_HEADERS) as client:
         # No worker yet: the messages sit in Redis, and Redis (no persistence) dies with them.
-        queued = [_post(client, item) for item in seed_items[:2]]
-        _wait_for(lambda: private_redis.queued_messages() >= 1, "the jobs never reached Redis")
+        queued = [_post(client, seed_items[0])]
+        _wait_for(lambda: private_redis.queued_messages() >= 1, "the job never reached Redis")
         private_redis.kill()
         # Redis down: the API still accepts (the job is in the database), it just cannot enqueue.
-        queued.append(_post(client, seed_items[2]))
+        queued.append(_post(client, seed_items[1]))
         private_redis.start()
         assert private_redis.queued_messages() == 0  # every message is gone
         worker = start_worker(service_env)
-        ledger = wait_until_settled(3, timeout=120)
-        assert ledger.statuses["succeeded"] == 3, ledger.errors
+        ledger = wait_until_settled(2, timeout=120)
+        assert ledger.statuses["succeeded"] == 2, ledger.errors
         # Redis restarted again under a running worker: it reconnects and keeps working.
         private_redis.kill()
         time.sleep(1)
         private_redis.start()
-        later = [_post(client, item) for item in seed_items[3:5]]
-        ledger = wait_until_settled(5, timeout=120)
+        later = [_post(client, seed_items[2])]
+        ledger = wait_until_settled(3, timeout=120)
     assert worker.process.poll() is None, worker.output()
-    assert_nothing_lost_or_duplicated(ledger, 5)
-    assert ledger.statuses["succeeded"] == 5, ledger.errors
+    assert_nothing_lost_or_duplicated(ledger, 3)
+    assert ledger.statuses["succeeded"] == 3, ledger.errors
     assert set(queued + later) == set(ledger.job_status)
 
 
@@ -123,9 +123,10 @@ def test_api_killed_mid_batch_loses_and_duplicates_nothing(
     service_env, monkeypatch, start_worker, seed_items, tmp_path
 ) -> None:
     apply_env(monkeypatch, service_env, **FAST_RECOVERY_ENV)
-    start_worker(service_env)
+    worker = start_worker(service_env, ready=False)
     api = ApiServer(service_env, tmp_path / "api.log").start()
-    items = seed_items[:10]
+    worker.wait_ready()
+    items = seed_items[:6]
     accepted: dict[int, str] = {}
     errors: list[str] = []
 
@@ -150,7 +151,7 @@ def test_api_killed_mid_batch_loses_and_duplicates_nothing(
 
     sender = threading.Thread(target=ingester)
     sender.start()
-    while len(accepted) < 3:
+    while len(accepted) < 2:
         time.sleep(0.005)
     api.kill(signal.SIGKILL)  # while the ingester is sending
     api.start()
@@ -172,9 +173,11 @@ def test_two_workers_and_the_api_share_sqlite(
     service_env, monkeypatch, start_worker, seed_items, tmp_path
 ) -> None:
     apply_env(monkeypatch, service_env, ENHANCER_MAX_BATCH="1", **FAST_RECOVERY_ENV)
-    workers = [start_worker(service_env, name=f"w{n}") for n in (1, 2)]
+    workers = [start_worker(service_env, name=f"w{n}", ready=False) for n in (1, 2)]
     api = ApiServer(service_env, tmp_path / "api.log").start()
-    items = seed_items[:8]
+    for worker in workers:
+        worker.wait_ready()
+    items = seed_items[:6]
     statuses: list[int] = []
 
     def send(chunk: list[dict]) -> None:
@@ -183,7 +186,7 @@ def test_two_workers_and_the_api_share_sqlite(
                 statuses.append(client.post("/v1/enhance", json=item).status_code)
                 client.get("/v1/records")  # reads interleaved with the writes
 
-    senders = [threading.Thread(target=send, args=(items[n::4],)) for n in range(4)]
+    senders = [threading.Thread(target=send, args=(items[n::3],)) for n in range(3)]
     for thread in senders:
         thread.start()
     for thread in senders:
@@ -194,6 +197,7 @@ def test_two_workers_and_the_api_share_sqlite(
     assert_nothing_lost_or_duplicated(ledger, len(items))
     assert ledger.statuses["succeeded"] == len(items), ledger.errors
     assert all(w.process.poll() is None for w in workers)
+    assert set(ledger.claimed_by.values()) == {str(w.process.pid) for w in workers}  # both did jobs
     assert "locked" not in api.output() and "Traceback" not in api.output(), api.output()
     for worker in workers:
         assert "database is locked" not in worker.output()
