@@ -8,7 +8,9 @@ stop one request without stopping the batch: genai has no per-request stopping c
 
 from __future__ import annotations
 
+import json
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -43,13 +45,15 @@ class GenAIRuntime:
         # Every item shares the system prompt, and the second attempt repeats the whole prompt.
         scheduler.enable_prefix_caching = True
         self.pipeline = ov_genai.ContinuousBatchingPipeline(str(ir_dir), scheduler, device, properties)
-        self.eos_token_ids = self._eos_ids(ir_dir)
+        self.eos_token_ids = self._eos_ids()
         self._grammars: dict[str, str] = {}
         self._next_request_id = 0
+        # One caller at a time drives the pipeline's steps (a threads-pool worker shares the runtime).
+        self._lock = threading.Lock()
         for schema in decoding_schemas():  # genai compiles a grammar on first use: do it now
             self.generate(["{"], max_new_tokens=1, schema=schema, stop_on_repetition=False)
 
-    def _eos_ids(self, ir_dir: Path) -> list[int]:
+    def _eos_ids(self) -> list[int]:
         ids = {self.tokenizer.eos_token_id}
         configured = self.pipeline.get_config().eos_token_id
         if isinstance(configured, int) and configured >= 0:
@@ -57,8 +61,6 @@ class GenAIRuntime:
         return sorted(i for i in ids if i is not None)
 
     def _grammar(self, schema: dict[str, Any]) -> str:
-        import json
-
         key = json.dumps(schema)
         if key not in self._grammars:
             self._grammars[key] = schema_ebnf(schema)
@@ -99,36 +101,20 @@ class GenAIRuntime:
         started = time.perf_counter()
         config = self._config(max_new_tokens, schema, sampling)
         config.min_new_tokens = min_new_tokens
-        detector = LoopDetector(self._decode, constrained=schema is not None)
-        handles = []
-        for prompt in prompts:
-            ids = self.tokenizer(prompt, add_special_tokens=False, return_tensors="np")["input_ids"]
-            handles.append(self.pipeline.add_request(self._next_request_id, ov.Tensor(ids), config))
-            self._next_request_id += 1
-        tokens: list[list[int]] = [[] for _ in prompts]
-        looped: set[int] = set()
-        finish: dict[int, str] = {}
-        while self.pipeline.has_non_finished_requests():
-            self.pipeline.step()
-            for row, handle in enumerate(handles):
-                if row in finish:
-                    continue
-                while handle.can_read():
-                    for output in handle.read().values():
-                        tokens[row].extend(output.generated_ids)
-                        if output.finish_reason != ov_genai.GenerationFinishReason.NONE:
-                            finish[row] = output.finish_reason.name
-                if row not in finish and stop_on_repetition and detector(tokens[row]):
-                    looped.add(row)
-                    handle.stop()
+        detector = LoopDetector(self._decode, constrained=schema is not None) if stop_on_repetition else None
+        encoded = [
+            self.tokenizer(p, add_special_tokens=False, return_tensors="np")["input_ids"] for p in prompts
+        ]
+        with self._lock:
+            tokens, looped = self._run(encoded, config, detector)
         elapsed = time.perf_counter() - started
         eos = set(self.eos_token_ids)
         results = []
-        for row, ids in enumerate(tokens):
+        for row, (ids, finish) in enumerate(tokens):
             end = next((i for i, token in enumerate(ids) if token in eos), None)
             if row in looped:
                 reason = "repetition"
-            elif end is not None or finish.get(row) == "STOP":
+            elif end is not None or finish == "STOP":
                 reason = "stop"
             else:
                 reason = "length"
@@ -138,3 +124,34 @@ class GenAIRuntime:
                 GenerationResult(text=text, new_tokens=len(ids), finish_reason=reason, seconds=elapsed)
             )
         return results
+
+    def _run(
+        self, encoded: list[Any], config: ov_genai.GenerationConfig, detector: LoopDetector | None
+    ) -> tuple[list[tuple[list[int], str | None]], set[int]]:
+        """Add one request per prompt, step until all finish; (generated ids, finish reason) per row."""
+        handles = []
+        for ids in encoded:
+            handles.append(self.pipeline.add_request(self._next_request_id, ov.Tensor(ids), config))
+            self._next_request_id += 1
+        tokens: list[list[int]] = [[] for _ in encoded]
+        finish: dict[int, str] = {}
+        looped: set[int] = set()
+        try:
+            while self.pipeline.has_non_finished_requests():
+                self.pipeline.step()
+                for row, handle in enumerate(handles):
+                    if row in finish or row in looped:
+                        continue
+                    while handle.can_read():
+                        for output in handle.read().values():
+                            tokens[row].extend(output.generated_ids)
+                            if output.finish_reason != ov_genai.GenerationFinishReason.NONE:
+                                finish[row] = output.finish_reason.name
+                    if row not in finish and detector is not None and detector(tokens[row]):
+                        looped.add(row)
+                        handle.stop()
+        except BaseException:
+            for handle in handles:  # leave no request behind for the next call to step through
+                handle.cancel()
+            raise
+        return [(ids, finish.get(row)) for row, ids in enumerate(tokens)], looped

@@ -6,6 +6,7 @@ and the constrained-decoding processor is identical across them.
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -27,6 +28,8 @@ class HFGenerateRuntime:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.eos_token_ids = self._eos_ids()
         self.grammars = GrammarCache(tokenizer, vocab_size)
+        # optimum-intel's model owns one infer request: one generate at a time (threads-pool workers).
+        self._lock = threading.Lock()
 
     def _eos_ids(self) -> list[int]:
         ids = {self.tokenizer.eos_token_id}
@@ -76,7 +79,7 @@ class HFGenerateRuntime:
             kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p)
         if sampling.repetition_penalty != 1.0:
             kwargs["repetition_penalty"] = sampling.repetition_penalty
-        with torch.inference_mode():
+        with self._lock, torch.inference_mode():
             output = self.model.generate(**encoded, **kwargs)
         elapsed = time.perf_counter() - started
         results: list[GenerationResult] = []
