@@ -49,8 +49,11 @@ async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
     if exc.status_code == 422 and isinstance(detail, str):
         # Every 422 has the same shape (the spec's HTTPValidationError): a list of errors + message.
         detail = [{"loc": [], "msg": detail, "type": "value_error"}]
-    return JSONResponse({"detail": detail, "message": str(exc.detail)}, status_code=exc.status_code,
-                        headers=getattr(exc, "headers", None))
+    return JSONResponse(
+        {"detail": detail, "message": str(exc.detail)},
+        status_code=exc.status_code,
+        headers=getattr(exc, "headers", None),
+    )
 
 
 async def _data_error(_: Request, exc: DataError) -> JSONResponse:
@@ -111,7 +114,9 @@ def _add_request_schemas(app: FastAPI) -> None:
             schema = build()
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             for model in (EnhanceItem, EnhanceBatch):
-                generated = model.model_json_schema(ref_template="#/components/schemas/{model}", by_alias=True)
+                generated = model.model_json_schema(
+                    ref_template="#/components/schemas/{model}", by_alias=True
+                )
                 components.update(generated.pop("$defs", {}))
                 components[model.__name__] = generated
             app.openapi_schema = schema

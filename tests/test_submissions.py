@@ -136,3 +136,30 @@ def test_reads_do_not_wait_for_a_writer(service_env) -> None:
         finally:
             holder.execute("ROLLBACK")
             holder.close()
+
+
+def test_a_submission_failing_part_way_fails_alone(writer: SubmissionWriter, database_url) -> None:
+    """The database rejects one item mid-group: the group is redone with a savepoint each."""
+    if database_url:
+        pytest.skip("the rejecting trigger below is SQLite's")
+    import sqlite3
+    from pathlib import Path
+
+    from app.core.config import get_settings
+
+    with sqlite3.connect(Path(get_settings().data_dir) / "enhancer.db") as conn:
+        conn.execute(
+            "CREATE TRIGGER reject_poison BEFORE INSERT ON items WHEN NEW.message_id = '<poison>' "
+            "BEGIN SELECT RAISE(ABORT, 'poison item'); END"
+        )
+    poison = EnhanceItem.model_validate({**_item(5).model_dump(by_alias=True), "message_id": "<poison>"})
+    outcomes = asyncio.run(
+        _submit_as_one_group(
+            writer, [Submission([_item(1)]), Submission([_item(2), poison]), Submission([_item(3)])]
+        )
+    )
+    first, failed, third = outcomes
+    assert isinstance(first, Accepted) and isinstance(third, Accepted)
+    assert isinstance(failed, Exception) and "poison item" in str(failed)
+    ledger = read_ledger()
+    assert sorted(ledger.job_status) == sorted([first.jobs[0][0], third.jobs[0][0]])  # item 2 undone too

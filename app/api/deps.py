@@ -34,7 +34,14 @@ def get_read_db() -> Iterator[Session]:
 
 SessionDep = Annotated[Session, Depends(get_db)]
 ReadSessionDep = Annotated[Session, Depends(get_read_db)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+async def current_settings() -> Settings:
+    """get_settings as an async dependency: FastAPI runs sync ones in a thread pool, per request."""
+    return get_settings()
+
+
+SettingsDep = Annotated[Settings, Depends(current_settings)]
 
 
 # API keys ---------------------------------------------------------------------------------
@@ -67,7 +74,7 @@ def _check_key(key: str | None, settings: Settings) -> None:
         raise HTTPException(status_code=403, detail=detail)
 
 
-def require_api_key(
+async def require_api_key(  # async: no I/O here, and a thread hop per request would cost more
     settings: SettingsDep,
     header_key: Annotated[str | None, Security(_header_scheme)] = None,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer_scheme)] = None,
@@ -79,7 +86,7 @@ def require_api_key(
 ApiKeyDep = Depends(require_api_key)
 
 
-def require_review_key(request: Request, settings: SettingsDep) -> None:
+async def require_review_key(request: Request, settings: SettingsDep) -> None:
     """For the browser pages under /review: the key as a header, a cookie, or `?api_key=` once.
 
     Opening `/review?api_key=KEY` checks the key, stores it in an HttpOnly, SameSite=Strict cookie

@@ -78,14 +78,39 @@ class QueueDepth:
             self._count += created
 
 
+class _GroupAborted(Exception):
+    """A submission failed part-way without a savepoint: the group is redone, each in a savepoint."""
+
+
 def store_submission(
-    session: Session, settings: Settings, queue_depth: QueueDepth, submission: Submission
+    session: Session,
+    settings: Settings,
+    queue_depth: QueueDepth,
+    submission: Submission,
+    *,
+    isolate: bool = True,
 ) -> Accepted:
-    """Store one submission in a savepoint of the session's transaction; refusals raise (422/429)."""
+    """Store one submission in the session's transaction; refusals (422, 429) raise.
+
+    A refusal decided before anything is written needs no undo. Only a submission that might be
+    refused after writing (near the queue limit: the 429 counts only the jobs it would create), or
+    any submission when `isolate`, runs inside a SAVEPOINT - they cost a flush and two statements.
+    """
+    replayed = _replay(session, settings, submission)  # may raise 422; reads only
+    if replayed is not None:
+        return replayed
+    queued_before = queue_depth.current(session)
+    if not isolate and queued_before + len(submission.items) <= settings.max_queued_jobs:
+        try:
+            accepted = _write(session, settings, submission, queued_before)
+        except Exception as error:
+            raise _GroupAborted from error
+        queue_depth.add(len(accepted.created))
+        return accepted
     for attempt in range(_TRIES):
         savepoint = session.begin_nested()
         try:
-            accepted = _store(session, settings, queue_depth, submission)
+            accepted = _write(session, settings, submission, queued_before)
         except IntegrityError:
             savepoint.rollback()
             if attempt == _TRIES - 1:
@@ -100,23 +125,28 @@ def store_submission(
     raise AssertionError("unreachable")
 
 
-def _store(session: Session, settings: Settings, queue_depth: QueueDepth, submission: Submission) -> Accepted:
+def _replay(session: Session, settings: Settings, submission: Submission) -> Accepted | None:
+    """The stored answer for a retried Idempotency-Key; 422 when the key came with another payload."""
     key = submission.idempotency_key
-    key_max_age = timedelta(hours=settings.idempotency_ttl_hours)
-    if key:
-        stored = find_idempotency_key(session, key=key, max_age=key_max_age)
-        if stored is not None:
-            if stored.request_sha256 != submission.body_hash:
-                message = (
-                    f"Idempotency-Key {key!r} was already used with a different payload; "
-                    "send a new key for a new request"
-                )
-                raise RequestValidationError(
-                    [{"loc": ("header", "Idempotency-Key"), "msg": message, "type": "idempotency_key_reused"}]
-                )
-            jobs = jobs_by_ids(session, job_ids=stored.job_ids)
-            return Accepted(jobs=[(job.id, job.status) for job in jobs], replayed=True)
-    queued_before = queue_depth.current(session)
+    if not key:
+        return None
+    stored = find_idempotency_key(session, key=key, max_age=timedelta(hours=settings.idempotency_ttl_hours))
+    if stored is None:
+        return None
+    if stored.request_sha256 != submission.body_hash:
+        message = (
+            f"Idempotency-Key {key!r} was already used with a different payload; "
+            "send a new key for a new request"
+        )
+        raise RequestValidationError(
+            [{"loc": ("header", "Idempotency-Key"), "msg": message, "type": "idempotency_key_reused"}]
+        )
+    jobs = jobs_by_ids(session, job_ids=stored.job_ids)
+    return Accepted(jobs=[(job.id, job.status) for job in jobs], replayed=True)
+
+
+def _write(session: Session, settings: Settings, submission: Submission, queued_before: int) -> Accepted:
+    key = submission.idempotency_key
     submitted = submit_items(session, items=submission.items, idempotency_key=key)
     created = [s.job.id for s in submitted if s.created]
     if created and queued_before + len(created) > settings.max_queued_jobs:
@@ -133,7 +163,7 @@ def _store(session: Session, settings: Settings, queue_depth: QueueDepth, submis
             key=key,
             request_sha256=submission.body_hash,
             job_ids=[s.job.id for s in submitted],
-            max_age=key_max_age,
+            max_age=timedelta(hours=settings.idempotency_ttl_hours),
         )
     return Accepted(jobs=[(s.job.id, s.job.status) for s in submitted], created=created)
 
@@ -188,20 +218,33 @@ class SubmissionWriter:
                 return
 
     def _write(self, submissions: list[Submission]) -> list[Accepted | BaseException]:
-        outcomes: list[Accepted | BaseException] = []
+        """Fast: one transaction, savepoints only where needed. If a submission fails part-way
+        (a constraint race with another process, a value the database rejects), the whole group
+        is rolled back and redone with a savepoint each, so only that submission fails."""
         try:
-            with write_session_scope() as session:
-                for submission in submissions:
-                    try:
-                        outcomes.append(
-                            store_submission(session, self.settings, self.queue_depth, submission)
-                        )
-                    except Exception as error:  # this request's answer (422, 429, ...); the rest go on
-                        outcomes.append(error)
+            try:
+                return self._write_group(submissions, isolate=False)
+            except _GroupAborted:
+                self.queue_depth = QueueDepth()  # additions of the rolled-back attempt
+                return self._write_group(submissions, isolate=True)
         except Exception as error:  # BEGIN or COMMIT failed: nothing of the group was stored
             log.exception("storing %d submission(s) failed", len(submissions))
             self.queue_depth = QueueDepth()  # its additions were never committed
             return [error] * len(submissions)
+
+    def _write_group(self, submissions: list[Submission], *, isolate: bool) -> list[Accepted | BaseException]:
+        outcomes: list[Accepted | BaseException] = []
+        with write_session_scope() as session:
+            for submission in submissions:
+                try:
+                    stored = store_submission(
+                        session, self.settings, self.queue_depth, submission, isolate=isolate
+                    )
+                    outcomes.append(stored)
+                except _GroupAborted:
+                    raise
+                except Exception as error:  # this request's answer (422, 429, ...); the rest go on
+                    outcomes.append(error)
         return outcomes
 
     @staticmethod

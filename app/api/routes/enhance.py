@@ -132,6 +132,6 @@ def close_writer(app: object) -> None:
     """At shutdown: store what is waiting, publish it, stop the threads."""
     state = getattr(app, "state", None)
     writer = getattr(state, "submission_writer", None)
-    if writer is not None:
+    if state is not None and writer is not None:
         state.submission_writer = None  # a restarted app gets a fresh writer
         writer.close()
