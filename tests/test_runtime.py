@@ -99,6 +99,10 @@ def test_loop_detector_stops_loops_inside_strings_only() -> None:
     assert loop_period([5, 1, 2, 3] * 8) == 4
     assert loop_period([7] * 15) is None  # shorter than the minimum span
     assert loop_period(list(range(200))) is None
+    timestamp = list(range(100, 130))  # a 30-token unit, like SmolLM2's looping timestamps
+    assert loop_period([1, 2, *timestamp * 3]) == 30
+    assert loop_period([1, 2, *timestamp * 2]) is None  # twice can be a real quotation
+    assert loop_period([9, *list(range(100, 125)) * 5]) == 25
     vocab = {1: '"x"', 2: ", ", 3: "ab", 4: "c"}
 
     def decode(ids: list[int]) -> str:

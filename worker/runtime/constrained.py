@@ -72,12 +72,18 @@ class SchemaLogitsProcessor(LogitsProcessor):
 
 
 class RepetitionGuard(StoppingCriteria):
-    """Stops a row of an HF `generate` call whose output ends in a loop (see `LoopDetector`)."""
+    """Stops a row of an HF `generate` call whose output ends in a loop (see `LoopDetector`).
 
-    def __init__(self, prompt_length: int, detector: LoopDetector) -> None:
+    A row that ended with EOS is padded from then on (often with EOS itself): its padding is not a
+    loop, so such rows are remembered as finished and never tripped.
+    """
+
+    def __init__(self, prompt_length: int, detector: LoopDetector, eos_token_ids: list[int]) -> None:
         self.prompt_length = prompt_length
         self.detector = detector
+        self.eos_token_ids = set(eos_token_ids)
         self.tripped: set[int] = set()
+        self.finished: set[int] = set()
 
     def __call__(
         self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any
@@ -85,6 +91,9 @@ class RepetitionGuard(StoppingCriteria):
         done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
         tails = input_ids[:, max(self.prompt_length, input_ids.shape[1] - LOOP_WINDOW) :].tolist()
         for row, tokens in enumerate(tails):
+            if row in self.finished or (tokens and tokens[-1] in self.eos_token_ids):
+                self.finished.add(row)
+                continue
             if row not in self.tripped and self.detector(tokens):
                 self.tripped.add(row)
             done[row] = row in self.tripped

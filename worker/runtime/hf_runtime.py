@@ -63,7 +63,7 @@ class HFGenerateRuntime:
         if schema_processor is not None:
             processors.append(schema_processor)
         detector = LoopDetector(self._decode, constrained=schema is not None)
-        guard = RepetitionGuard(prompt_length, detector)
+        guard = RepetitionGuard(prompt_length, detector, self.eos_token_ids)
         kwargs: dict[str, Any] = {
             "max_new_tokens": max_new_tokens,
             "logits_processor": processors,
@@ -87,12 +87,14 @@ class HFGenerateRuntime:
         for row in range(len(prompts)):
             new_ids = output[row, prompt_length:].tolist()
             end = next((i for i, token in enumerate(new_ids) if token in eos), None)
-            if end is not None:
+            if row in guard.tripped:  # checked first: its padding may be EOS
+                reason, new_ids = "repetition", new_ids[:end]
+            elif end is not None:
                 reason, new_ids = "stop", new_ids[:end]
             else:
                 while new_ids and new_ids[-1] == self.tokenizer.pad_token_id:
                     new_ids.pop()
-                reason = "repetition" if row in guard.tripped else "length"
+                reason = "length"
             text = self._decode(new_ids)
             results.append(
                 GenerationResult(text=text, new_tokens=len(new_ids), finish_reason=reason, seconds=elapsed)

@@ -6,16 +6,20 @@ from collections.abc import Callable
 
 # A degenerate loop: the tail is one n-gram (period <= LOOP_MAX_PERIOD) repeated LOOP_REPEATS times.
 # "0000000" is a number, not a loop: short periods must repeat over at least LOOP_MIN_SPAN tokens.
-LOOP_MAX_PERIOD, LOOP_REPEATS, LOOP_MIN_SPAN = 24, 6, 16
-LOOP_WINDOW = max(LOOP_MAX_PERIOD * LOOP_REPEATS, LOOP_MIN_SPAN)
+# Long units need fewer repeats: SmolLM2 loops on timestamps like "2023-01-22T12:11:10.10, " (30
+# tokens, digits are single tokens), and three exact copies of 25+ tokens never occur in real text.
+LOOP_MAX_PERIOD, LOOP_REPEATS, LOOP_MIN_SPAN = 64, 6, 16
+LOOP_SHORT_PERIOD, LOOP_LONG_REPEATS = 24, 3
+LOOP_WINDOW = max(LOOP_SHORT_PERIOD * LOOP_REPEATS, LOOP_MAX_PERIOD * LOOP_LONG_REPEATS, LOOP_MIN_SPAN)
 
 
 def loop_period(tokens: list[int]) -> int | None:
     """The period of the repetition the tokens end in, if they end in one."""
     for period in range(1, LOOP_MAX_PERIOD + 1):
-        span = max(period * LOOP_REPEATS, LOOP_MIN_SPAN)
+        repeats = LOOP_REPEATS if period <= LOOP_SHORT_PERIOD else LOOP_LONG_REPEATS
+        span = max(period * repeats, LOOP_MIN_SPAN)
         if len(tokens) < span:
-            break
+            continue  # a longer period can need a shorter span (fewer repeats)
         tail = tokens[-span:]
         unit = tail[-period:]
         if all(tail[i] == unit[i % period] for i in range(span)):
