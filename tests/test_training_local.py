@@ -320,7 +320,7 @@ def test_train_export_register_activate_and_serve(
     from app.registry import read_manifest, register_version_dir, write_manifest
     from training.export import directory_sha256
 
-    apply_env(monkeypatch, service_env, ENHANCER_MODEL=None, ENHANCER_BACKEND="openvino")
+    apply_env(monkeypatch, service_env, ENHANCER_MODEL=None, ENHANCER_BACKEND="openvino-genai")  # the default
     settings = get_settings()
     settings.ensure_dirs()
     upgrade_database(settings.sqlalchemy_url)

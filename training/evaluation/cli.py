@@ -37,7 +37,11 @@ def register_eval(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
         help="passes after the first cover only the first N items (default 20; 0: all items)",
     )
     cmd.add_argument("--batch-size", type=int, help="items per generate call (default: ENHANCER_MAX_BATCH)")
-    cmd.add_argument("--backend", choices=["openvino", "torch"], help="default: ENHANCER_BACKEND (openvino)")
+    cmd.add_argument(
+        "--backend",
+        choices=["openvino-genai", "openvino", "torch"],
+        help="default: ENHANCER_BACKEND (openvino-genai)",
+    )
     cmd.add_argument(
         "--precision", choices=["fp32", "fp16", "int8", "int4"], help="default: ENHANCER_PRECISION"
     )
