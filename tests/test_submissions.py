@@ -138,20 +138,43 @@ def test_reads_do_not_wait_for_a_writer(service_env) -> None:
             holder.close()
 
 
-def test_a_submission_failing_part_way_fails_alone(writer: SubmissionWriter, database_url) -> None:
-    """The database rejects one item mid-group: the group is redone with a savepoint each."""
-    if database_url:
-        pytest.skip("the rejecting trigger below is SQLite's")
+def _reject_on_insert(database_url: str | None, *, message_id: str, message: str) -> None:
+    """A trigger that makes the database itself refuse inserting one item (SQLite or PostgreSQL)."""
     import sqlite3
     from pathlib import Path
 
+    from sqlalchemy import create_engine, text
+
     from app.core.config import get_settings
 
-    with sqlite3.connect(Path(get_settings().data_dir) / "enhancer.db") as conn:
+    if database_url is None:
+        with sqlite3.connect(Path(get_settings().data_dir) / "enhancer.db") as conn:
+            conn.execute(
+                f"CREATE TRIGGER reject_poison BEFORE INSERT ON items WHEN NEW.message_id = '{message_id}' "
+                f"BEGIN SELECT RAISE(ABORT, '{message}'); END"
+            )
+        return
+    engine = create_engine(get_settings().sqlalchemy_url)
+    with engine.begin() as conn:
         conn.execute(
-            "CREATE TRIGGER reject_poison BEFORE INSERT ON items WHEN NEW.message_id = '<poison>' "
-            "BEGIN SELECT RAISE(ABORT, 'poison item'); END"
+            text(
+                "CREATE FUNCTION reject_poison() RETURNS trigger AS $$ BEGIN "
+                f"IF NEW.message_id = '{message_id}' THEN RAISE EXCEPTION '{message}'; END IF; "
+                "RETURN NEW; END $$ LANGUAGE plpgsql"
+            )
         )
+        conn.execute(
+            text(
+                "CREATE TRIGGER reject_poison BEFORE INSERT ON items "
+                "FOR EACH ROW EXECUTE FUNCTION reject_poison()"
+            )
+        )
+    engine.dispose()
+
+
+def test_a_submission_failing_part_way_fails_alone(writer: SubmissionWriter, database_url) -> None:
+    """The database rejects one item mid-group: the group is redone with a savepoint each."""
+    _reject_on_insert(database_url, message_id="<poison>", message="poison item")
     poison = EnhanceItem.model_validate({**_item(5).model_dump(by_alias=True), "message_id": "<poison>"})
     outcomes = asyncio.run(
         _submit_as_one_group(
