@@ -95,6 +95,23 @@ def test_repetition_guard_stops_a_looping_row(backend: str, runtimes: dict) -> N
     assert unguarded[0].new_tokens > stopped[0].new_tokens
 
 
+@pytest.mark.parametrize("backend", ["torch", "openvino"])
+def test_a_row_stopped_for_repetition_says_so_when_padding_is_eos(backend: str, runtimes: dict) -> None:
+    """SmolLM2 pads with EOS: the padding after a stopped row must not read as a normal stop."""
+    runtime = runtimes[backend]
+    schema = generated_json_schema()
+    prompts = ["Source: x\nHeadline: y\n\ntext", "hello there, a longer prompt here"]
+    pad_token_id = runtime.tokenizer.pad_token_id
+    runtime.tokenizer.pad_token_id = runtime.eos_token_ids[0]  # generate() fills stopped rows with it
+    try:
+        stopped = runtime.generate(
+            prompts, max_new_tokens=token_budget(schema), schema=schema, sampling=GREEDY
+        )
+    finally:
+        runtime.tokenizer.pad_token_id = pad_token_id
+    assert [r.finish_reason for r in stopped] == ["repetition", "repetition"]
+
+
 def test_loop_detector_stops_loops_inside_strings_only() -> None:
     assert loop_period([5, 1, 2, 3] * 8) == 4
     assert loop_period([7] * 15) is None  # shorter than the minimum span

@@ -25,7 +25,7 @@ class Settings(BaseSettings):
 
     # Model runtime
     model_backend: Literal["openvino", "openvino-genai", "torch"] = Field(
-        # openvino-genai: 5.4x torch fp32 and 1.4x optimum-intel at int8, 604 MB RSS (docs/performance.md)
+        # openvino-genai: 8.1x torch fp32 and 1.7x optimum-intel at int8, 600 MB RSS (docs/performance.md)
         default="openvino-genai",
         validation_alias="ENHANCER_BACKEND",
     )
