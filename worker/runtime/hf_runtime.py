@@ -87,14 +87,13 @@ class HFGenerateRuntime:
         for row in range(len(prompts)):
             new_ids = output[row, prompt_length:].tolist()
             end = next((i for i, token in enumerate(new_ids) if token in eos), None)
-            if row in guard.tripped:  # checked first: its padding may be EOS
-                reason, new_ids = "repetition", new_ids[:end]
-            elif end is not None:
+            if end is not None and row not in guard.tripped:  # a stopped row's padding may be EOS
                 reason, new_ids = "stop", new_ids[:end]
             else:
+                new_ids = new_ids[:end]
                 while new_ids and new_ids[-1] == self.tokenizer.pad_token_id:
                     new_ids.pop()
-                reason = "length"
+                reason = "repetition" if row in guard.tripped else "length"
             text = self._decode(new_ids)
             results.append(
                 GenerationResult(text=text, new_tokens=len(new_ids), finish_reason=reason, seconds=elapsed)
