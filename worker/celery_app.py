@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from functools import lru_cache
 
 from celery import Celery
+from celery.signals import worker_init
+from kombu import Queue
 
 from app.core.config import get_settings
 
@@ -48,6 +52,34 @@ def make_celery(broker_url: str | None = None) -> Celery:
 
 
 celery_app = make_celery()
+
+
+def declare_broker_queue(app: Celery, *, attempts: int = 10) -> None:
+    """Create the queue in the embedded (SQLAlchemy) broker before anything consumes from it.
+
+    kombu's SQLAlchemy transport inserts the queue row on first use and only tolerates an
+    OperationalError: two workers starting at once against a new broker file race on the UNIQUE
+    name, and the loser's consumer dies with an IntegrityError. The loser's next try finds the row.
+    """
+    if not str(app.conf.broker_url).startswith("sqla+"):
+        return  # Redis declares nothing persistent
+    from sqlalchemy.exc import IntegrityError
+
+    for attempt in range(1, attempts + 1):
+        try:
+            with app.connection_for_write() as connection:
+                Queue(QUEUE).bind(connection.default_channel).declare()
+            return
+        except IntegrityError:
+            if attempt == attempts:
+                raise
+            logging.getLogger(__name__).info("broker queue created by another process; looking again")
+            time.sleep(0.05 * attempt)
+
+
+@worker_init.connect
+def _declare_queue_before_consuming(sender: object = None, **_: object) -> None:
+    declare_broker_queue(getattr(sender, "app", None) or celery_app)
 
 
 @lru_cache(maxsize=4)
