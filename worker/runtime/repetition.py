@@ -20,6 +20,8 @@ def loop_period(tokens: list[int]) -> int | None:
         span = max(period * repeats, LOOP_MIN_SPAN)
         if len(tokens) < span:
             continue  # a longer period can need a shorter span (fewer repeats)
+        if tokens[-1] != tokens[-1 - period]:
+            continue  # the usual case, decided without copying the tail (this runs every token)
         tail = tokens[-span:]
         unit = tail[-period:]
         if all(tail[i] == unit[i % period] for i in range(span)):
