@@ -125,12 +125,16 @@ def store_submission(
     raise AssertionError("unreachable")
 
 
+def _key_max_age(settings: Settings) -> timedelta:
+    return timedelta(hours=settings.idempotency_ttl_hours)
+
+
 def _replay(session: Session, settings: Settings, submission: Submission) -> Accepted | None:
     """The stored answer for a retried Idempotency-Key; 422 when the key came with another payload."""
     key = submission.idempotency_key
     if not key:
         return None
-    stored = find_idempotency_key(session, key=key, max_age=timedelta(hours=settings.idempotency_ttl_hours))
+    stored = find_idempotency_key(session, key=key, max_age=_key_max_age(settings))
     if stored is None:
         return None
     if stored.request_sha256 != submission.body_hash:
@@ -163,7 +167,7 @@ def _write(session: Session, settings: Settings, submission: Submission, queued_
             key=key,
             request_sha256=submission.body_hash,
             job_ids=[s.job.id for s in submitted],
-            max_age=timedelta(hours=settings.idempotency_ttl_hours),
+            max_age=_key_max_age(settings),
         )
     return Accepted(jobs=[(s.job.id, s.job.status) for s in submitted], created=created)
 
