@@ -71,6 +71,13 @@ def test_fuzzy_matching_is_one_to_one_and_rejects_generic_containment() -> None:
     assert strict.f1 == 0.0
 
 
+def test_best_constant_within_1_is_the_bar_for_relevance() -> None:
+    # 10 is within 1 of 9, 10, 10 (not of 5): 3/4; no other constant does better
+    assert m.best_constant_within_1([10, 9, 10, 5, None]) == 0.75
+    assert m.best_constant_within_1([1, 10]) == 0.5
+    assert math.isnan(m.best_constant_within_1([None]))
+
+
 def test_relevance_errors() -> None:
     mae, within, n = m.relevance_errors([(7, 9), (5, 5), (3, 4), (None, 8), (6, None)])
     assert (mae, within, n) == (pytest.approx(1.0), pytest.approx(2 / 3), 3)

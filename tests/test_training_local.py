@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 
 from app.contract import GeneratedMetadata, derive_fields
 from app.contract.metadata import CATEGORIES
 from app.main import create_app
 from tests.conftest import API_HEADERS, apply_env, wait_for_jobs
 from tests.tiny_model import SEED_DIR
-from training.config import load_config
+from training.config import TrainConfig, load_config
 from training.data import (
     PLACEHOLDERS,
     encode_example,
@@ -230,6 +231,39 @@ def test_unlabelled_fields_get_zero_weight(tiny_model_dir: Path) -> None:
     assert set(row.weights[: len(encoded.prompt_ids)]) == {0.0}  # never the prompt
     prompt = tokenizer.decode(encoded.prompt_ids)
     assert prompt.endswith("<|im_start|>assistant\n") and example.item.headline in prompt
+
+
+def test_field_weights_scale_a_labelled_field_and_never_a_placeholder(tiny_model_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    (example,) = parse_lines(seed_lines(1)).examples
+    plain = encode_example(example, tokenizer)
+    weighted = encode_example(example, tokenizer, field_weights={"entities": 3.0, "categories": 5.0})
+    assert "entities" not in plain.placeholders and "categories" in plain.placeholders
+    start, end = weighted.field_spans["entities"]
+    changed = set()
+    for index, ((a, b), before, after) in enumerate(
+        zip(weighted.completion_offsets, plain.completion_weights, weighted.completion_weights, strict=True)
+    ):
+        if a < end and start < b:
+            assert after == 3.0, (index, tokenizer.decode([weighted.completion_ids[index]]))
+            changed.add(index)
+        else:  # other fields, keys and punctuation unchanged; the placeholder stays at 0
+            assert after == before, index
+    assert changed
+    cat_start, cat_end = weighted.field_spans["categories"]
+    assert all(
+        w == 0.0
+        for (a, b), w in zip(weighted.completion_offsets, weighted.completion_weights, strict=True)
+        if a < cat_end and cat_start < b
+    )
+    with pytest.raises(ValidationError, match="unknown field"):
+        TrainConfig(data=Path("x.jsonl"), field_weights="entity=3")
+    assert TrainConfig(data=Path("x.jsonl"), field_weights="entities=3, key_topics=2").field_weights == {
+        "entities": 3.0,
+        "key_topics": 2.0,
+    }
 
 
 def test_config_file_then_flags(tmp_path: Path) -> None:

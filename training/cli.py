@@ -47,6 +47,9 @@ def register_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
     optim.add_argument("--weight-decay", dest="weight_decay", type=float)
     optim.add_argument("--epochs", type=int)
     optim.add_argument("--batch-size", dest="batch_size", type=int)
+    optim.add_argument(
+        "--field-weights", dest="field_weights", help="loss weight per field, e.g. entities=3,key_topics=2"
+    )
     optim.add_argument("--max-length", dest="max_length", type=int)
     optim.add_argument("--max-steps", dest="max_steps", type=int)
     optim.add_argument("--seed", type=int)

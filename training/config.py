@@ -43,12 +43,17 @@ class TrainConfig(BaseModel):
     target_modules: list[str] | Literal["all-linear"] = ALL_LINEAR
 
     # Optimisation
-    learning_rate: float = Field(default=3e-4, gt=0, le=1)
+    learning_rate: float = Field(default=1e-3, gt=0, le=1)
     lr_schedule: Literal["cosine", "linear", "constant"] = "cosine"
     warmup_ratio: float = Field(default=0.05, ge=0, lt=1)
     weight_decay: float = Field(default=0.0, ge=0)
-    epochs: int = Field(default=3, ge=1, le=1000)
+    epochs: int = Field(default=6, ge=1, le=1000)
     batch_size: int = Field(default=4, ge=1, le=1024)
+    field_weights: dict[str, float] = Field(
+        default_factory=lambda: {"entities": 3.0, "key_topics": 2.0},
+        description="Loss weight of the tokens inside a labelled field's value, by GeneratedMetadata "
+        "field name (others 1.0): weight the fields the labels are about over JSON the grammar forces.",
+    )
     max_length: int = Field(default=1024, ge=16, description="Longer examples are left out (and reported).")
     max_steps: int | None = Field(default=None, ge=1, description="Stop after this many optimiser steps.")
     seed: int = 0
@@ -79,6 +84,32 @@ class TrainConfig(BaseModel):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    @field_validator("field_weights", mode="before")
+    @classmethod
+    def _parse_field_weights(cls, value: Any) -> Any:
+        if isinstance(value, str):  # the command line: "entities=3,key_topics=2"
+            pairs = [part.split("=", 1) for part in value.split(",") if part.strip()]
+            if any(len(pair) != 2 for pair in pairs):
+                raise ValueError("use NAME=WEIGHT pairs separated by commas, e.g. entities=3,key_topics=2")
+            return {name.strip(): weight.strip() for name, weight in pairs}
+        return value
+
+    @field_validator("field_weights")
+    @classmethod
+    def _known_fields(cls, value: dict[str, float]) -> dict[str, float]:
+        from app.contract import GeneratedMetadata
+
+        unknown = sorted(set(value) - set(GeneratedMetadata.model_fields))
+        if unknown:
+            raise ValueError(
+                f"unknown field(s) {', '.join(unknown)}; "
+                f"expected some of {', '.join(GeneratedMetadata.model_fields)}"
+            )
+        negative = sorted(name for name, weight in value.items() if weight < 0)
+        if negative:
+            raise ValueError(f"weights must be >= 0 ({', '.join(negative)})")
+        return value
+
     @field_validator("version_id")
     @classmethod
     def _safe_version_id(cls, value: str | None) -> str | None:
@@ -95,8 +126,8 @@ class TrainConfig(BaseModel):
     def fingerprint(self) -> dict[str, Any]:
         """The settings a checkpoint must share with the run that resumes it."""
         keep = {"base_model", "rank", "alpha", "dropout", "target_modules", "learning_rate", "lr_schedule",
-                "warmup_ratio", "weight_decay", "epochs", "batch_size", "max_length", "max_steps", "seed",
-                "validation_fraction"}  # fmt: skip
+                "warmup_ratio", "weight_decay", "epochs", "batch_size", "field_weights", "max_length",
+                "max_steps", "seed", "validation_fraction"}  # fmt: skip
         return self.model_dump(mode="json", include=keep)
 
 

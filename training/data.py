@@ -484,11 +484,15 @@ def field_spans(text: str, target: Mapping[str, Any]) -> dict[str, tuple[int, in
     return spans
 
 
-def encode_example(example: LabeledExample, tokenizer: Any) -> EncodedExample:
+def encode_example(
+    example: LabeledExample, tokenizer: Any, *, field_weights: Mapping[str, float] | None = None
+) -> EncodedExample:
     """Prompt and completion tokenized separately, exactly as the worker sees the prompt.
 
     A completion token gets weight 0 when any of its characters lies inside a placeholder value:
     no placeholder character is ever learned (the JSON keys and punctuation around it still are).
+    Otherwise a token inside a labelled field's value gets that field's `field_weights` entry
+    (default 1.0; the largest where a token straddles two fields), and JSON keys and punctuation 1.0.
     """
     if not getattr(tokenizer, "is_fast", False):
         raise TrainingError("training needs a fast tokenizer (character offsets of tokens)")
@@ -502,7 +506,13 @@ def encode_example(example: LabeledExample, tokenizer: Any) -> EncodedExample:
     prompt_ids = tokenizer(render_prompt(example.item, tokenizer), add_special_tokens=False)["input_ids"]
     encoded = tokenizer(completion, add_special_tokens=False, return_offsets_mapping=True)
     offsets = [(int(start), int(end)) for start, end in encoded["offset_mapping"]]
-    weights = [0.0 if any(start < b and a < end for a, b in zero_spans) else 1.0 for start, end in offsets]
+    weighted_spans = [(span, (field_weights or {}).get(name, 1.0)) for name, span in spans.items()]
+    weights = [
+        0.0
+        if any(start < b and a < end for a, b in zero_spans)
+        else max([w for (a, b), w in weighted_spans if start < b and a < end], default=1.0)
+        for start, end in offsets
+    ]
     return EncodedExample(
         prompt_ids=list(prompt_ids),
         completion_ids=list(encoded["input_ids"]),
@@ -516,13 +526,18 @@ def encode_example(example: LabeledExample, tokenizer: Any) -> EncodedExample:
 
 
 def tokenize_examples(
-    examples: list[LabeledExample], tokenizer: Any, *, max_length: int
+    examples: list[LabeledExample],
+    tokenizer: Any,
+    *,
+    max_length: int,
+    field_weights: Mapping[str, float] | None = None,
 ) -> tuple[list[TokenizedExample], list[str]]:
     """(tokenized examples, notes about the ones left out because they exceed max_length)."""
     tokenized = []
     skipped = []
     for example in examples:
-        row = encode_example(example, tokenizer).to_tokenized(example.key[:16])
+        encoded = encode_example(example, tokenizer, field_weights=field_weights)
+        row = encoded.to_tokenized(example.key[:16])
         if len(row.input_ids) > max_length:
             skipped.append(
                 f"line {example.line}: {len(row.input_ids)} tokens > max_length {max_length}, left out"

@@ -189,9 +189,11 @@ def train(config: TrainConfig, *, settings: Settings | None = None) -> TrainResu
     train_rows, validation_rows = split_examples(
         loaded.examples, validation_fraction=config.validation_fraction, seed=config.seed
     )
-    train_examples, skipped = tokenize_examples(train_rows, tokenizer, max_length=config.max_length)
+    train_examples, skipped = tokenize_examples(
+        train_rows, tokenizer, max_length=config.max_length, field_weights=config.field_weights
+    )
     validation_examples, skipped_validation = tokenize_examples(
-        validation_rows, tokenizer, max_length=config.max_length
+        validation_rows, tokenizer, max_length=config.max_length, field_weights=config.field_weights
     )
     notes = [*loaded.notes, *skipped, *skipped_validation]
     for note in notes:

@@ -148,6 +148,18 @@ def relevance_errors(pairs: Iterable[tuple[int | None, int | None]]) -> tuple[fl
     return sum(errors) / len(errors), sum(e <= 1 for e in errors) / len(errors), len(errors)
 
 
+def best_constant_within_1(gold: Iterable[int | None]) -> float:
+    """The share within +-1 that the best single score (the same answer for every item) achieves.
+
+    The seed labels are mostly 9 and 10, so "within +-1" alone cannot tell a model that ranks
+    items from one that always answers 10: this is the bar to read it against.
+    """
+    values = [g for g in gold if g is not None]
+    if not values:
+        return math.nan
+    return max(sum(abs(c - g) <= 1 for g in values) for c in range(1, 11)) / len(values)
+
+
 def rouge_tokens(text: str) -> list[str]:
     """Lower-cased alphanumeric words (rouge-score's tokenizer, without its Porter stemmer)."""
     return _WORD_RE.findall(unicodedata.normalize("NFKC", text).casefold())

@@ -24,6 +24,7 @@ TABLE_ROWS: list[tuple[str, str, str | None]] = [
     ("key_topics_f1_fuzzy", "key_topics F1, fuzzy", ">= 0.40"),
     ("relevance_mae", "relevance MAE", None),
     ("relevance_within_1", "relevance within +-1", ">= 0.70"),
+    ("relevance_within_1_best_constant", "relevance within +-1 of the best constant answer", None),
     ("summary_rouge_l", "summary ROUGE-L (n gold = summary_n_items)", None),
     ("summary_cosine", "summary cosine (MiniLM)", None),
     ("summary_n_items", "items with a gold summary", None),

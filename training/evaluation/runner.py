@@ -209,6 +209,9 @@ def score(items: list[EvalItem], runs: list[list[Prediction]]) -> dict[str, Any]
     )
     results.update(relevance_mae=mae, relevance_within_1=within_1, relevance_n_items=n_relevance)
     results["relevance_n_gold"] = sum(i.gold.relevance_score is not None for i in items)
+    results["relevance_within_1_best_constant"] = m.best_constant_within_1(
+        i.gold.relevance_score for i in items
+    )
 
     summaries = [(_field(p, "summary"), i.gold.summary) for i, p in pairs if i.gold.summary]
     scored = [(s or "", g) for s, g in summaries]
