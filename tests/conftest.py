@@ -23,6 +23,18 @@ TEST_API_KEY = "test-key-" + uuid.uuid4().hex
 API_HEADERS = {"X-API-Key": TEST_API_KEY}
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # Without the seed data most tests would fail one by one with FileNotFoundError: say it once.
+    needed = [SEED_DIR / name for name in ("annotated_train.jsonl", "unannotated_test.jsonl")]
+    missing = [str(path) for path in needed if not path.is_file()]
+    if missing:
+        pytest.exit(
+            f"the tests need the seed data: missing {', '.join(missing)}. Put the shared/ folder beside "
+            "the checkout (../shared/data/seed) or set ENHANCER_SEED_DIR to the folder that holds it.",
+            returncode=4,
+        )
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))

@@ -6,9 +6,13 @@ It goes through exactly the loading, generation, training and export code that r
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
-SEED_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "seed"
+# The seed data lives beside the checkout (../shared/data/seed), as on CI; ENHANCER_SEED_DIR overrides.
+SEED_DIR = Path(
+    os.environ.get("ENHANCER_SEED_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data" / "seed"
+)
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
