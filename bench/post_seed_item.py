@@ -37,7 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the job")
     args = parser.parse_args(argv)
     key = args.key or Path("data/api_key").read_text().strip()
-    body = load_seed_requests(SEED_DIR / "annotated_train.jsonl")[args.index]
+    seed_file = SEED_DIR / "annotated_train.jsonl"
+    if not seed_file.is_file():
+        parser.error(f"no seed data at {seed_file}: put shared/ beside the checkout or set ENHANCER_SEED_DIR")
+    body = load_seed_requests(seed_file)[args.index]
     body["message_id"] = f"<post-seed-{uuid.uuid4().hex}@bench>"  # a new job, not the stored one
     with httpx.Client(base_url=args.url, headers={"X-API-Key": key}, timeout=30) as client:
         started = time.monotonic()
