@@ -36,7 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--index", type=int, default=0, help="line of annotated_train.jsonl (default 0)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the job")
     args = parser.parse_args(argv)
-    key = args.key or Path("data/api_key").read_text().strip()
+    key_file = Path("data/api_key")
+    if not args.key and not key_file.is_file():
+        parser.error("no --key and no ./data/api_key: run from the checkout the service started in")
+    key = args.key or key_file.read_text().strip()
     seed_file = SEED_DIR / "annotated_train.jsonl"
     if not seed_file.is_file():
         parser.error(f"no seed data at {seed_file}: put shared/ beside the checkout or set ENHANCER_SEED_DIR")
