@@ -1,0 +1,83 @@
+"""Train one or more cross-validation folds with TrainConfig overrides and score the held-out stories.
+
+The folds, the fold training and the scoring are `enhancer eval --compare`'s own
+(training.evaluation.compare / runner); this only lets a recipe be tried on a few folds first:
+
+    python bench/cv_fold.py --base-model data/models/smollm2-135m-instruct --folds-to-run 0 \
+        --overrides '{"epochs": 10}'
+
+Prints one JSON line per fold (entities / key_topics precision, recall, F1 fuzzy, relevance within
++-1, schema-valid rate, training seconds) and one for the folds pooled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from tests.tiny_model import SEED_DIR  # noqa: E402
+from training.config import TrainConfig  # noqa: E402
+from training.evaluation.compare import DEFAULT_FOLDS, assign_folds, scratch_data_dir, write_subset  # noqa: E402
+from training.evaluation.items import load_eval_items  # noqa: E402
+from training.evaluation.runner import evaluate, load_eval_runtime, score  # noqa: E402
+from training.train import train  # noqa: E402
+
+KEYS = (
+    "entities_precision_fuzzy", "entities_recall_fuzzy", "entities_f1_fuzzy",
+    "key_topics_precision_fuzzy", "key_topics_recall_fuzzy", "key_topics_f1_fuzzy",
+    "relevance_within_1", "schema_valid_rate",
+)  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", type=Path, default=SEED_DIR / "annotated_train.jsonl")
+    parser.add_argument("--base-model", required=True, help="what TrainConfig.base_model takes")
+    parser.add_argument("--folds", type=int, default=DEFAULT_FOLDS)
+    parser.add_argument("--folds-to-run", default="0", help="comma-separated fold indices (default 0)")
+    parser.add_argument("--overrides", default="{}", help="JSON object of TrainConfig fields")
+    parser.add_argument("--out", type=Path, default=Path("reports/cv-fold"), help="scratch directory")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    overrides = json.loads(args.overrides)
+    items = load_eval_items(args.data)
+    folds = assign_folds(items, args.folds, args.seed)
+    pooled_items, pooled_predictions = [], []
+    for index in (int(part) for part in args.folds_to_run.split(",")):
+        held = folds[index]
+        training_items = [item for j, fold in enumerate(folds) if j != index for item in fold]
+        fold_dir = args.out / f"fold-{index}"
+        config = TrainConfig(
+            data=write_subset(args.data, training_items, fold_dir / "train.jsonl"),
+            base_model=args.base_model,
+            validation_fraction=0.0,
+            seed=args.seed,
+            version_id=f"cv-fold-{index}",
+            output_dir=fold_dir / "run",
+            **overrides,
+        )
+        started = time.perf_counter()
+        with scratch_data_dir(fold_dir / "data"), contextlib.redirect_stdout(sys.stderr):
+            trained = train(config)
+        train_seconds = round(time.perf_counter() - started)
+        version = str(trained.version_dir)
+        report = evaluate(version, held, repeats=1, runtime=load_eval_runtime(version))
+        print(json.dumps({"fold": index, "train_s": train_seconds, **{k: report.metrics[k] for k in KEYS}}))
+        pooled_items += held
+        pooled_predictions += report.predictions
+    pooled = score(pooled_items, [pooled_predictions])
+    print(json.dumps({"pooled": len(pooled_items), **{k: pooled[k] for k in KEYS}}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
