@@ -36,6 +36,23 @@ KEYS = (
 )  # fmt: skip
 
 
+def write_predictions(path: Path, items: list, predictions: list) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as out:
+        for item, prediction in zip(items, predictions, strict=True):
+            metadata = prediction.metadata or {}
+            row = {
+                "headline": item.prompt.headline,
+                "gold_key_topics": item.gold.key_topics,
+                "key_topics": metadata.get("key_topics"),
+                "gold_entities": item.gold.entities,
+                "entities": metadata.get("entities"),
+                "gold_relevance": item.gold.relevance_score,
+                "relevance_score": metadata.get("relevance_score"),
+            }
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -47,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overrides", default="{}", help="JSON object of TrainConfig fields")
     parser.add_argument("--out", type=Path, default=Path("reports/cv-fold"), help="scratch directory")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--predictions", type=Path, help="write one JSON line per held-out item: gold and predicted fields"
+    )
     args = parser.parse_args(argv)
     overrides = json.loads(args.overrides)
     items = load_eval_items(args.data)
@@ -74,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"fold": index, "train_s": train_seconds, **{k: report.metrics[k] for k in KEYS}}))
         pooled_items += held
         pooled_predictions += report.predictions
+    if args.predictions:
+        write_predictions(args.predictions, pooled_items, pooled_predictions)
     pooled = score(pooled_items, [pooled_predictions])
     print(json.dumps({"pooled": len(pooled_items), **{k: pooled[k] for k in KEYS}}))
     return 0

@@ -210,6 +210,36 @@ def test_composite_set_drops_training_items_and_folds_partition() -> None:
     assert reply == {"relevance_score": 7, "summary": "S", "insights": ["a"]}
 
 
+def test_label_agreement_scores_one_labelling_against_the_other(tmp_path: Path) -> None:
+    from training.evaluation.agreement import label_agreement
+    from training.evaluation.compare import ModelResult
+    from training.evaluation.report import markdown
+
+    first, second = (json.loads(line) for line in ANNOTATED.read_text(encoding="utf-8").splitlines()[:2])
+    relabelled = json.loads(json.dumps(first))
+    # The same story under the digest's decorated headline, labelled again.
+    relabelled["messages"][0]["content"] = (
+        first["messages"][0]["content"]
+        .replace("### OpenAI and Broadcom", "### \U0001f4f0 **OpenAI and Broadcom", 1)
+        .replace("10 gigawatts\n", "10 gigawatts**\n", 1)
+    )
+    relabelled["annotation"] |= {"topics": ["openai", "AI Chips"], "relevance_score": 7}
+    assert first["annotation"]["topics"] == ["OpenAI", "AI Infrastructure"]
+    data = tmp_path / "labels.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in (first, second, relabelled)) + "\n", encoding="utf-8")
+
+    agreement = label_agreement(data)
+    # One story twice (the second story once does not count); "OpenAI" agrees, the other topic not.
+    assert agreement["stories_labelled_twice"] == 1
+    assert agreement["key_topics_f1_strict"] == agreement["key_topics_f1_fuzzy"] == 0.5
+    assert agreement["entities_f1_fuzzy"] == 1.0
+    assert (agreement["relevance_mae"], agreement["relevance_within_1"]) == (3.0, 0.0)
+
+    tuned = ModelResult(name="tuned", kind="local-lora-cv", source="x", scores={"key_topics_f1_fuzzy": 0.25})
+    report = markdown([tuned], {"data": str(data), "repeats": 1, "folds": 4, "epochs": None}, {}, agreement)
+    assert "| key_topics F1, fuzzy | 0.500 | 0.250 |" in report
+
+
 # ---------------------------------------------------------------------------------------------
 # evaluate() through the worker pipeline, on the tiny model
 

@@ -80,12 +80,14 @@ class CompareResult:
     results: list[ModelResult]
     options: dict[str, Any]
     composite_counts: dict[str, int]
+    label_agreement: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "report": str(self.report_path),
             "options": self.options,
             "composite_test_set": self.composite_counts,
+            "label_agreement": self.label_agreement,
             "models": [
                 {
                     "name": r.name,
@@ -370,6 +372,7 @@ def _store_cv_scores(models_dir: Path, data: Path, result: ModelResult) -> list[
 
 def run_compare(options: CompareOptions) -> CompareResult:
     from app.core.config import get_settings
+    from training.evaluation.agreement import label_agreement
 
     models_dir = get_settings().models_dir
     items = load_eval_items(options.data)
@@ -399,11 +402,13 @@ def run_compare(options: CompareOptions) -> CompareResult:
         "base_limit": options.base_limit,
     }
 
+    agreement = label_agreement(options.data)
+
     def checkpoint(results: list[ModelResult]) -> Path:
         # Rewritten after every model: a long run that is stopped still leaves a report.
         from training.evaluation.report import write_report
 
-        return write_report(out_dir, results, option_values, counts)
+        return write_report(out_dir, results, option_values, counts, agreement=agreement)
 
     # Cross-validation first: the tuned models are what the targets are about.
     local = cross_validate_local(options, items, test_items, scratch)
@@ -412,7 +417,7 @@ def run_compare(options: CompareOptions) -> CompareResult:
         local.notes.append(f"CV scores stored in the manifests of {', '.join(stored)}")
     checkpoint([local])
     if options.skip_base:
-        return CompareResult(checkpoint([local]), [local], option_values, counts)
+        return CompareResult(checkpoint([local]), [local], option_values, counts, agreement)
     base_items = items[: options.base_limit] if options.base_limit else items
     base = evaluate_base(options, base_items, test_items)
     if len(base_items) == len(items):
@@ -428,4 +433,4 @@ def run_compare(options: CompareOptions) -> CompareResult:
             store_scores(version_dir, f"{options.data.stem}-heldout", tinker.scores)
             results.append(tinker)
     report_path = checkpoint(results)
-    return CompareResult(report_path, results, option_values, counts)
+    return CompareResult(report_path, results, option_values, counts, agreement)

@@ -54,7 +54,45 @@ def _num(value: Any) -> float:
     return float(value) if isinstance(value, int | float) and not math.isnan(float(value)) else 0.0
 
 
-def markdown(results: list[Any], options: dict[str, Any], counts: dict[str, int]) -> str:
+AGREEMENT_ROWS = [
+    ("entities_f1_fuzzy", "entities F1, fuzzy"),
+    ("key_topics_f1_strict", "key_topics F1, strict"),
+    ("key_topics_f1_fuzzy", "key_topics F1, fuzzy"),
+    ("relevance_mae", "relevance MAE"),
+    ("relevance_within_1", "relevance within +-1"),
+]
+
+
+def agreement_section(agreement: dict[str, Any], results: list[Any]) -> list[str]:
+    """Second labelling vs first, next to each model: how far the labels themselves agree."""
+    if not agreement.get("stories_labelled_twice"):
+        return []
+    names = [r.name for r in results]
+    lines = [
+        "## Human agreement (the ceiling)",
+        "",
+        f"{agreement['stories_labelled_twice']} stories are labelled twice in the data. One labelling "
+        "scored against the other with the same metrics, both ways (so precision = recall = F1), is "
+        "how far the labels agree with themselves; the model columns repeat the table above.",
+        "",
+        "| metric | labelling vs labelling | " + " | ".join(names) + " |",
+        "| --- | --- | " + " | ".join("---" for _ in names) + " |",
+    ]
+    for key, label in AGREEMENT_ROWS:
+        lines.append(
+            f"| {label} | {_fmt(agreement.get(key))} | "
+            + " | ".join(_fmt(r.scores.get(key)) for r in results)
+            + " |"
+        )
+    return [*lines, ""]
+
+
+def markdown(
+    results: list[Any],
+    options: dict[str, Any],
+    counts: dict[str, int],
+    agreement: dict[str, Any] | None = None,
+) -> str:
     names = [r.name for r in results]
     lines = ["# Evaluation: base vs tuned models", ""]
     lines += [f"- data: `{options['data']}`; repeats {options['repeats']}; folds {options['folds']}; "
@@ -73,7 +111,9 @@ def markdown(results: list[Any], options: dict[str, Any], counts: dict[str, int]
         lines.append(
             f"| {label} | {target or ''} | " + " | ".join(_fmt(r.scores.get(key)) for r in results) + " |"
         )
-    lines += ["", "![label metrics](metrics.png)", "", "## Upstream composite score", ""]
+    lines += ["", "![label metrics](metrics.png)", ""]
+    lines += agreement_section(agreement or {}, results)
+    lines += ["## Upstream composite score", ""]
     if any(r.composite for r in results):
         lines += [
             f"Test set: `{options.get('test_data')}`: {counts.get('lines', 0)} distinct stories, "
@@ -157,12 +197,19 @@ def charts(out_dir: Path, results: list[Any]) -> None:
     plt.close(fig)
 
 
-def write_report(out_dir: Path, results: list[Any], options: dict[str, Any], counts: dict[str, int]) -> Path:
+def write_report(
+    out_dir: Path,
+    results: list[Any],
+    options: dict[str, Any],
+    counts: dict[str, int],
+    *,
+    agreement: dict[str, Any] | None = None,
+) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     charts(out_dir, results)
     (out_dir / "results.json").write_text(
         json.dumps(
-            {"options": options, "composite_test_set": counts,
+            {"options": options, "composite_test_set": counts, "label_agreement": agreement or {},
              "models": [{"name": r.name, "kind": r.kind, "source": r.source, "scores": r.scores,
                          "composite": r.composite, "notes": r.notes, "seconds": r.seconds} for r in results]},
             indent=2, default=str,
@@ -170,5 +217,5 @@ def write_report(out_dir: Path, results: list[Any], options: dict[str, Any], cou
         encoding="utf-8",
     )  # fmt: skip
     path = out_dir / "report.md"
-    path.write_text(markdown(results, options, counts), encoding="utf-8")
+    path.write_text(markdown(results, options, counts, agreement), encoding="utf-8")
     return path
