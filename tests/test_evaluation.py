@@ -292,3 +292,19 @@ def test_cli_rejects_a_missing_data_file(
     )
     assert code == 2
     assert "no such data file" in capsys.readouterr().err
+
+
+def test_cli_agreement_needs_no_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.cli import main
+
+    monkeypatch.setenv("ENHANCER_DATA_DIR", str(tmp_path / "d"))
+    code = main(
+        ["eval", "--agreement", "--data", str(ANNOTATED), "--data-dir", str(tmp_path / "d"), "--json"]
+    )
+    assert code == 0
+    agreement = json.loads(capsys.readouterr().out)
+    # The seed README: 12 stories appear twice, each time labelled by hand.
+    assert agreement["stories_labelled_twice"] == 12
+    assert 0 < agreement["key_topics_f1_fuzzy"] < 1

@@ -48,6 +48,11 @@ def register_eval(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     cmd.add_argument("--trained-on", type=Path, help="the model's training file, if its manifest's is gone")
     cmd.add_argument("--predictions", type=Path, help="also write every prediction to this JSON file")
     cmd.add_argument("--data-dir", help="data directory (default: $ENHANCER_DATA_DIR or ./data)")
+    cmd.add_argument(
+        "--agreement",
+        action="store_true",
+        help="no model: score each labelling of a story labelled twice against the other (the ceiling)",
+    )
     compare = cmd.add_argument_group("compare")
     compare.add_argument("--compare", action="store_true", help="base vs cross-validated LoRA vs Tinker")
     compare.add_argument(
@@ -100,6 +105,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     _apply_data_dir(args)
     try:
+        if args.agreement:
+            from training.evaluation.agreement import label_agreement
+
+            agreement = label_agreement(args.data)
+            if args.json:
+                print(json.dumps(agreement))
+            else:
+                print_table(agreement)
+            return 0
         if args.compare:
             from training.evaluation.compare import CompareOptions, run_compare
 
