@@ -111,6 +111,8 @@ class LoadedData:
     duplicates_removed: int
     formats: dict[str, int]
     notes: list[str] = field(default_factory=list)
+    # Examples a later line of the same story replaced, in file order (label agreement reads them).
+    superseded: list[LabeledExample] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -391,6 +393,7 @@ def parse_lines(lines: Iterable[str], *, source: object = "data") -> LoadedData:
     notes: list[str] = []
     formats: dict[str, int] = {}
     by_key: dict[str, LabeledExample] = {}
+    superseded: list[LabeledExample] = []
     count = duplicates = 0
     for number, text in enumerate(lines, start=1):
         if not text.strip():
@@ -412,13 +415,19 @@ def parse_lines(lines: Iterable[str], *, source: object = "data") -> LoadedData:
             notes.append(
                 f"line {number}: same story as line {by_key[example.key].line}; the later line is used"
             )
+            superseded.append(by_key[example.key])
         by_key[example.key] = example
     if not count:
         problems.append("line 1: the file has no examples")
     if problems:
         raise DataError(source, problems)
     return LoadedData(
-        list(by_key.values()), lines=count, duplicates_removed=duplicates, formats=formats, notes=notes
+        list(by_key.values()),
+        lines=count,
+        duplicates_removed=duplicates,
+        formats=formats,
+        notes=notes,
+        superseded=superseded,
     )
 
 

@@ -9,39 +9,19 @@ on that field is to be read against. Evaluation and training keep only the later
 from __future__ import annotations
 
 import itertools
-import json
 from pathlib import Path
 from typing import Any
 
-from training.data import parse_lines
-from training.errors import TrainingError
 from training.evaluation.compare import story_groups
-from training.evaluation.items import EvalItem, Gold, _gold_from_annotation
+from training.evaluation.items import EvalItem, Gold, load_eval_items
 from training.evaluation.metrics import micro_prf, relevance_errors
-
-
-def labelled_lines(path: Path) -> list[EvalItem]:
-    """Every annotated line as its own item, repeated stories included (load_eval_items drops them)."""
-    if not path.is_file():
-        raise TrainingError(f"{path}: no such data file")
-    items = []
-    for number, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not text.strip():
-            continue
-        row = json.loads(text)
-        if not isinstance(row, dict) or not isinstance(row.get("annotation"), dict):
-            continue
-        example = parse_lines([text], source=path).examples[0]
-        gold = _gold_from_annotation(row["annotation"])
-        items.append(EvalItem(key=example.key, prompt=example.item, gold=gold, line=number))
-    return items
 
 
 def labelling_pairs(items: list[EvalItem]) -> list[tuple[Gold, Gold]]:
     """(earlier, later) labellings of every story labelled more than once, consecutive pairs."""
     pairs = []
     for group in story_groups(items):
-        ordered = sorted(group, key=lambda item: item.line)
+        ordered = sorted((item for item in group if item.gold != Gold()), key=lambda item: item.line)
         pairs += [(a.gold, b.gold) for a, b in itertools.pairwise(ordered)]
     return pairs
 
@@ -51,7 +31,7 @@ def label_agreement(path: Path) -> dict[str, Any]:
 
     Symmetric by construction: precision = recall = F1 for the list fields.
     """
-    pairs = labelling_pairs(labelled_lines(path))
+    pairs = labelling_pairs(load_eval_items(path, keep_superseded=True))
     both_ways = [*pairs, *((b, a) for a, b in pairs)]
     result: dict[str, Any] = {"stories_labelled_twice": len(pairs)}
     for name, entity in (("entities", True), ("key_topics", False)):

@@ -107,10 +107,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     try:
         if args.agreement:
             from training.evaluation.agreement import label_agreement
+            from training.evaluation.runner import _finite
 
             agreement = label_agreement(args.data)
             if args.json:
-                print(json.dumps(agreement))
+                print(json.dumps(_finite(agreement)))
             else:
                 print_table(agreement)
             return 0

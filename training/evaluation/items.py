@@ -128,11 +128,12 @@ def _unannotated_items(path: Path, rows: list[tuple[int, dict[str, Any]]]) -> li
     return list(items.values())
 
 
-def load_eval_items(path: Path) -> list[EvalItem]:
-    """Items of a JSONL file, de-duplicated (first occurrence kept), with gold and references.
+def load_eval_items(path: Path, *, keep_superseded: bool = False) -> list[EvalItem]:
+    """Items of a JSONL file, one per story (the later line, as training keeps), with gold and references.
 
     Rows with an `annotation` (or record rows) go through training.data.load_examples; a file of
     seed rows without annotations is read as a reference-only test set (composite score).
+    keep_superseded: also the earlier lines of a repeated story, each its own item (label agreement).
     """
     if not path.is_file():
         raise TrainingError(f"{path}: no such data file")
@@ -143,7 +144,8 @@ def load_eval_items(path: Path) -> list[EvalItem]:
     loaded = load_examples(path)
     raw = dict(rows)
     items = []
-    for example in sorted(loaded.examples, key=lambda e: e.line):
+    examples = [*loaded.examples, *(loaded.superseded if keep_superseded else [])]
+    for example in sorted(examples, key=lambda e: e.line):
         row = raw[example.line]
         if isinstance(row.get("annotation"), dict):
             gold = _gold_from_annotation(row["annotation"])
