@@ -13,7 +13,6 @@ Prints one JSON line per fold (entities / key_topics precision, recall, F1 fuzzy
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 import time
@@ -23,11 +22,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from tests.tiny_model import SEED_DIR  # noqa: E402
-from training.config import TrainConfig  # noqa: E402
-from training.evaluation.compare import DEFAULT_FOLDS, assign_folds, scratch_data_dir, write_subset  # noqa: E402
+from training.evaluation.compare import DEFAULT_FOLDS, assign_folds, train_fold  # noqa: E402
 from training.evaluation.items import load_eval_items  # noqa: E402
 from training.evaluation.runner import evaluate, load_eval_runtime, score  # noqa: E402
-from training.train import train  # noqa: E402
 
 KEYS = (
     "entities_precision_fuzzy", "entities_recall_fuzzy", "entities_f1_fuzzy",
@@ -74,20 +71,16 @@ def main(argv: list[str] | None = None) -> int:
     pooled_items, pooled_predictions = [], []
     for index in (int(part) for part in args.folds_to_run.split(",")):
         held = folds[index]
-        training_items = [item for j, fold in enumerate(folds) if j != index for item in fold]
-        fold_dir = args.out / f"fold-{index}"
-        config = TrainConfig(
-            data=write_subset(args.data, training_items, fold_dir / "train.jsonl"),
-            base_model=args.base_model,
-            validation_fraction=0.0,
-            seed=args.seed,
-            version_id=f"cv-fold-{index}",
-            output_dir=fold_dir / "run",
-            **overrides,
-        )
         started = time.perf_counter()
-        with scratch_data_dir(fold_dir / "data"), contextlib.redirect_stdout(sys.stderr):
-            trained = train(config)
+        _config, trained, _training_items = train_fold(
+            args.data,
+            folds,
+            index,
+            args.out / f"fold-{index}",
+            base_model=args.base_model,
+            seed=args.seed,
+            overrides=overrides,
+        )
         train_seconds = round(time.perf_counter() - started)
         version = str(trained.version_dir)
         report = evaluate(version, held, repeats=1, runtime=load_eval_runtime(version))

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from training.data import file_sha256
 from training.evaluation.composite import composite_items, composite_scores
@@ -37,6 +37,10 @@ from training.evaluation.guard import (
 from training.evaluation.items import EvalItem, load_eval_items
 from training.evaluation.registry_scores import store_scores
 from training.evaluation.runner import Prediction, evaluate, load_eval_runtime, score
+
+if TYPE_CHECKING:
+    from training.config import TrainConfig
+    from training.train import TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -231,12 +235,46 @@ def evaluate_base(options: CompareOptions, items: list[EvalItem], test_items: li
     return result
 
 
-def cross_validate_local(
-    options: CompareOptions, items: list[EvalItem], test_items: list[EvalItem], scratch: Path
-) -> ModelResult:
+def train_fold(
+    data: Path,
+    folds: list[list[EvalItem]],
+    index: int,
+    fold_dir: Path,
+    *,
+    base_model: str,
+    seed: int,
+    overrides: dict[str, Any] | None = None,
+) -> tuple[TrainConfig, TrainResult, list[EvalItem]]:
+    """Fold `index`'s version, trained on the other folds' stories and registered under fold_dir."""
     from training.config import TrainConfig
     from training.train import train
 
+    training_items = [item for j, fold in enumerate(folds) if j != index for item in fold]
+    config = TrainConfig(
+        data=write_subset(data, training_items, fold_dir / "train.jsonl"),
+        base_model=base_model,
+        validation_fraction=0.0,
+        seed=seed,
+        version_id=f"cv-fold-{index}",
+        output_dir=fold_dir / "run",
+        **(overrides or {}),
+    )
+    log.info(
+        "fold %d/%d: %d training items, %d held out",
+        index + 1,
+        len(folds),
+        len(training_items),
+        len(folds[index]),
+    )
+    # Training reports progress on stdout; keep stdout for `--json`.
+    with scratch_data_dir(fold_dir / "data"), contextlib.redirect_stdout(sys.stderr):
+        trained = train(config)
+    return config, trained, training_items
+
+
+def cross_validate_local(
+    options: CompareOptions, items: list[EvalItem], test_items: list[EvalItem], scratch: Path
+) -> ModelResult:
     started = time.perf_counter()
     folds = assign_folds(items, options.folds, options.seed)
     test_folds = [test_items[i :: options.folds] for i in range(options.folds)]
@@ -248,31 +286,17 @@ def cross_validate_local(
     notes = []
     epochs_used = None
     for index, held in enumerate(folds):
-        training_items = [item for j, fold in enumerate(folds) if j != index for item in fold]
-        fold_dir = scratch / f"fold-{index}"
-        train_file = write_subset(options.data, training_items, fold_dir / "train.jsonl")
-        overrides: dict[str, Any] = {"epochs": options.epochs} if options.epochs else {}
-        config = TrainConfig(
-            data=train_file,
+        fold_started = time.perf_counter()
+        config, trained, training_items = train_fold(
+            options.data,
+            folds,
+            index,
+            scratch / f"fold-{index}",
             base_model=options.base_model,
-            validation_fraction=0.0,
             seed=options.seed,
-            version_id=f"cv-fold-{index}",
-            output_dir=fold_dir / "run",
-            **overrides,
+            overrides={"epochs": options.epochs} if options.epochs else None,
         )
         epochs_used = config.epochs
-        log.info(
-            "fold %d/%d: %d training items, %d held out",
-            index + 1,
-            len(folds),
-            len(training_items),
-            len(held),
-        )
-        fold_started = time.perf_counter()
-        # Training reports progress on stdout; keep stdout for `--json`.
-        with scratch_data_dir(fold_dir / "data"), contextlib.redirect_stdout(sys.stderr):
-            trained = train(config)
         train_seconds = time.perf_counter() - fold_started
         version = str(trained.version_dir)
         runtime = load_eval_runtime(version)
