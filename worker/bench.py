@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import logging
 import os
 import platform
 import resource
@@ -46,7 +45,6 @@ DEFAULT_CONFIGS = [
     "openvino-genai-int4",
 ]
 BASELINE = "torch-fp32"
-REJECTION_LOG = "attempt %d rejected: %s"  # worker.pipeline's log line for a rejected attempt
 UNCONSTRAINED_SUFFIX = "/unconstrained"
 # The keys every entry of `configs` has (docs/performance.md); extra keys follow them.
 ENTRY_KEYS = (
@@ -127,29 +125,10 @@ def _bench_items(options: RunOptions) -> list[Any]:
     return items
 
 
-class _RejectionCounter(logging.Handler):
-    """Counts the pipeline's "attempt N rejected: reason" log lines by attempt and kind of reason."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.counts: dict[str, int] = {}
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.msg == REJECTION_LOG and len(record.args or ()) == 2:
-            attempt, error = record.args  # type: ignore[misc]
-            kind = str(error).split(" (", 1)[0].split(":", 1)[0]
-            key = f"attempt {attempt}: {kind}"
-            self.counts[key] = self.counts.get(key, 0) + 1
-
-
 def run_pipeline(name: str, options: RunOptions) -> dict[str, Any]:
     """One configuration through the worker's pipeline, in batches of `options.batch`."""
-    from worker.pipeline import enhance_items
+    from worker.pipeline import count_reasons, enhance_items
 
-    rejections = _RejectionCounter()
-    pipeline_log = logging.getLogger("worker.pipeline")
-    pipeline_log.addHandler(rejections)
-    pipeline_log.setLevel(logging.INFO)
     bench_items = _bench_items(options)
     load_started = time.perf_counter()
     runtime = _load(name, options)
@@ -193,7 +172,7 @@ def run_pipeline(name: str, options: RunOptions) -> dict[str, Any]:
         "entities_generated": generated,
         "entities_kept": generated - dropped,
         "grounding_rate": (generated - dropped) / generated if generated else None,
-        "rejections": rejections.counts,
+        **count_reasons(outcomes),
         "errors": sorted({o.error for o in outcomes if o.metadata is None and o.error}),
         "invalid_items": [b.name for b, o in zip(accepted, outcomes, strict=True) if o.metadata is None],
         "load_avg_1m": [load_before, os.getloadavg()[0]],
@@ -385,6 +364,10 @@ def format_table(report: dict[str, Any]) -> str:
         "| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) + " |" for row in rows
     ]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for e in report["configs"]:
+        counted = {**e.get("rejections", {}), **{f"dropped {k}": v for k, v in e.get("dropped", {}).items()}}
+        if counted:
+            lines.append(f"{e['name']}: " + ", ".join(f"{key} x{count}" for key, count in counted.items()))
     overhead = report.get("constraint_overhead")
     if overhead and overhead.get("overhead_pct") is not None:
         lines.append(

@@ -6,10 +6,11 @@ import json
 import logging
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, Protocol
 
 import jsonschema
 from pydantic import ValidationError
@@ -27,6 +28,7 @@ from app.contract import (
 from app.contract.derived import DerivedFields
 from app.contract.grounding import dedupe, is_grounded, normalize_text
 from app.contract.prompt import MAX_PROMPT_TEXT_CHARS
+from worker.field_guards import ACTION_ITEM_REPEATS_LABEL, guard_rejection, kept_action_items
 from worker.runtime.base import GREEDY, RETRY, GenerationResult, ModelRuntime
 from worker.runtime.schema_budget import retry_schema, token_budget
 
@@ -53,10 +55,36 @@ class EnhanceOutcome:
     seconds: float = 0.0
     entities_generated: int = 0
     entities_dropped: int = 0
+    # Why each rejected attempt was rejected (reason codes, in attempt order), and what the
+    # accepted attempt had dropped, by reason: `enhancer bench` and `enhancer eval` count these.
+    rejections: list[str] = field(default_factory=list)
+    dropped: dict[str, int] = field(default_factory=dict)
+
+
+class HasReasons(Protocol):
+    rejections: list[str]
+    dropped: dict[str, int]
+
+
+def count_reasons(outcomes: Iterable[HasReasons]) -> dict[str, dict[str, int]]:
+    """Rejections by attempt and reason ("attempt 1: summary_is_headline") and drops by reason."""
+    rejected: dict[str, int] = {}
+    dropped: dict[str, int] = {}
+    for outcome in outcomes:
+        for attempt, reason in enumerate(outcome.rejections, start=1):
+            key = f"attempt {attempt}: {reason}"
+            rejected[key] = rejected.get(key, 0) + 1
+        for reason, count in outcome.dropped.items():
+            dropped[reason] = dropped.get(reason, 0) + count
+    return {"rejections": dict(sorted(rejected.items())), "dropped": dict(sorted(dropped.items()))}
 
 
 class OutputRejected(ValueError):
     """Model output that is not a valid record; the message is the job's error text."""
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @lru_cache
@@ -146,19 +174,27 @@ def build_prompt(
 
 
 def finalize(
-    result: GenerationResult, item: ItemInput, derived: DerivedFields, outcome: EnhanceOutcome
+    result: GenerationResult,
+    item: ItemInput,
+    derived: DerivedFields,
+    outcome: EnhanceOutcome,
+    *,
+    guards: bool = True,
 ) -> NewsMetadata:
-    """Parse, clean (de-duplicate, ground entities), and validate with pydantic and jsonschema."""
+    """Parse, clean (de-duplicate, ground entities), validate with pydantic and jsonschema, and
+    apply the field guards (`guards=False` only to measure what they change)."""
     if result.finish_reason == "length":
-        raise OutputRejected(f"output did not finish within {result.new_tokens} tokens")
+        raise OutputRejected(f"output did not finish within {result.new_tokens} tokens", reason="length")
     if result.finish_reason == "repetition":
-        raise OutputRejected("output stopped in a repetition loop")
+        raise OutputRejected("output stopped in a repetition loop", reason="repetition")
     try:
         data = json.loads(result.text)
     except json.JSONDecodeError as error:
-        raise OutputRejected(f"output is not JSON ({error.msg} at char {error.pos})") from error
+        raise OutputRejected(
+            f"output is not JSON ({error.msg} at char {error.pos})", reason="not_json"
+        ) from error
     if not isinstance(data, dict):
-        raise OutputRejected("output is not a JSON object")
+        raise OutputRejected("output is not a JSON object", reason="not_json")
     # Clean only well-typed lists; anything else is left for validation to reject with a reason
     # (constrained decoding never produces it, but a crash here would fail the whole batch).
     for name in ("key_topics", "entities", "categories", "action_items"):
@@ -168,13 +204,31 @@ def finalize(
     source_text = normalize_text(f"{item.headline}\n{derived.text}")
     entities = data.get("entities")
     if not (isinstance(entities, list) and all(isinstance(e, str) for e in entities)):
-        raise OutputRejected("output failed validation at entities: not a list of strings")
+        raise OutputRejected("output failed validation at entities: not a list of strings", reason="schema")
     grounded = [entity for entity in entities if is_grounded(entity, source_text)]
     outcome.entities_generated += len(entities)
     outcome.entities_dropped += len(entities) - len(grounded)
     data["entities"] = grounded
     try:
         generated = GeneratedMetadata.model_validate(data)
+    except ValidationError as error:
+        raise _validation_rejection(error) from error
+    dropped = 0
+    if guards:
+        rejection = guard_rejection(
+            summary=generated.summary,
+            key_topics=generated.key_topics,
+            entities=generated.entities,
+            headline=item.headline,
+        )
+        if rejection is not None:
+            raise OutputRejected(rejection.message, reason=rejection.reason)
+        kept = kept_action_items(
+            generated.action_items, key_topics=generated.key_topics, entities=generated.entities
+        )
+        dropped = len(generated.action_items) - len(kept)
+        generated = generated.model_copy(update={"action_items": kept})
+    try:
         record = NewsMetadata(
             **generated.model_dump(),
             source=item.source,
@@ -189,13 +243,33 @@ def finalize(
             has_html=derived.has_html,
         )
     except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise OutputRejected(f"output failed validation at {where}: {first['msg']}") from error
+        raise _validation_rejection(error) from error
     problems = sorted(_record_validator().iter_errors(record.model_dump(mode="json")), key=str)
     if problems:
-        raise OutputRejected(f"record failed JSON Schema: {problems[0].message}")
+        raise OutputRejected(f"record failed JSON Schema: {problems[0].message}", reason="schema")
+    if dropped:
+        reason = ACTION_ITEM_REPEATS_LABEL
+        outcome.dropped[reason] = outcome.dropped.get(reason, 0) + dropped
     return record
+
+
+def _validation_rejection(error: ValidationError) -> OutputRejected:
+    first = error.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    return OutputRejected(f"output failed validation at {where}: {first['msg']}", reason="schema")
+
+
+def unguarded_metadata(results: list[GenerationResult], item: ItemInput) -> NewsMetadata | None:
+    """What the pipeline would have stored without the field guards, given one row's results of
+    every attempt in order (greedy first attempt, deterministic retry): the first that validates."""
+    item = clean_item(item)
+    derived = _derive(item)
+    for result in results:
+        try:
+            return finalize(result, item, derived, EnhanceOutcome(), guards=False)
+        except OutputRejected:
+            continue
+    return None
 
 
 def enhance_items(runtime: ModelRuntime, items: list[ItemInput]) -> list[EnhanceOutcome]:
@@ -232,6 +306,7 @@ def enhance_items(runtime: ModelRuntime, items: list[ItemInput]) -> list[Enhance
                 outcome.error = None
             except OutputRejected as error:
                 outcome.error = str(error)
+                outcome.rejections.append(error.reason)
                 log.info("attempt %d rejected: %s", outcome.attempts, error)  # counted by `enhancer bench`
                 still_pending.append(index)
         pending = still_pending

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -87,13 +86,9 @@ def resolve_model(model: str | None) -> str:
     return model
 
 
-def _fmt(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return f"{value:.3f}" if isinstance(value, float) else str(value)
-
-
 def print_table(scores: dict[str, Any]) -> None:
+    from training.evaluation.report import _fmt
+
     width = max(len(k) for k in scores)
     for key, value in scores.items():
         print(f"{key:<{width}}  {_fmt(value)}")

@@ -23,7 +23,8 @@ from app.contract import generated_json_schema, render_target
 from training.evaluation import metrics as m
 from training.evaluation.guard import check_no_overlap, trained_items
 from training.evaluation.items import EvalItem, Gold
-from worker.pipeline import EnhanceOutcome, enhance_items
+from worker.field_guards import guard_rejection, kept_action_items
+from worker.pipeline import EnhanceOutcome, count_reasons, enhance_items, unguarded_metadata
 from worker.runtime.base import GenerationResult, ModelRuntime
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,10 @@ class Prediction:
     error: str | None
     attempts: int
     seconds: float
+    rejections: list[str] = field(default_factory=list)
+    dropped: dict[str, int] = field(default_factory=dict)
+    # The record the pipeline would have stored without the field guards (to measure them).
+    unguarded: dict[str, Any] | None = None
 
     @property
     def signature(self) -> str:
@@ -135,13 +140,15 @@ def _predictions_for_batch(
 ) -> list[Prediction]:
     """enhance_items calls generate once for the whole batch, then once per retry for the rows left."""
     first = calls[0]
-    final = dict(enumerate(first))
+    per_row: dict[int, list[GenerationResult]] = {i: [result] for i, result in enumerate(first)}
     for attempt, results in enumerate(calls[1:], start=1):
         pending = [i for i, outcome in enumerate(outcomes) if outcome.attempts > attempt]
-        final.update(zip(pending, results, strict=True))
+        for index, result in zip(pending, results, strict=True):
+            per_row[index].append(result)
     predictions = []
     for index, (item, outcome) in enumerate(zip(batch, outcomes, strict=True)):
-        final_result = final[index]
+        final_result = per_row[index][-1]
+        unguarded = unguarded_metadata(per_row[index], item.item_input())
         predictions.append(
             Prediction(
                 key=item.key,
@@ -152,9 +159,25 @@ def _predictions_for_batch(
                 error=outcome.error,
                 attempts=outcome.attempts,
                 seconds=round(outcome.seconds, 3),
+                rejections=list(outcome.rejections),
+                dropped=dict(outcome.dropped),
+                unguarded=unguarded.model_dump(mode="json") if unguarded is not None else None,
             )
         )
     return predictions
+
+
+def flagged_fields(metadata: dict[str, Any] | None, headline: str) -> dict[str, bool]:
+    """Which read fields of a stored record the guards object to (all False for no record)."""
+    if metadata is None:
+        return {"summary_or_topic": False, "action_items": False}
+    topics, entities = metadata["key_topics"], metadata["entities"]
+    rejection = guard_rejection(
+        summary=metadata["summary"], key_topics=topics, entities=entities, headline=headline
+    )
+    actions = metadata["action_items"]
+    kept = kept_action_items(actions, key_topics=topics, entities=entities)
+    return {"summary_or_topic": rejection is not None, "action_items": len(kept) < len(actions)}
 
 
 def run_model(runtime: ModelRuntime, items: list[EvalItem], *, batch_size: int) -> list[Prediction]:
@@ -203,6 +226,23 @@ def score(items: list[EvalItem], runs: list[list[Prediction]]) -> dict[str, Any]
         results[f"key_topics_f1_{name}"] = top.f1
         results["entities_n_items"] = ent.items
         results["key_topics_n_items"] = top.items
+
+    # The field guards, measured on the same generations: what the records would be without them.
+    for name in ("entities", "key_topics"):
+        prf = m.micro_prf(
+            [((p.unguarded or {}).get(name) or [], getattr(i.gold, name)) for i, p in pairs],
+            fuzzy=True,
+            entity=name == "entities",
+        )
+        results[f"{name}_f1_fuzzy_unguarded"] = prf.f1
+    for label, pick in (("", lambda p: p.metadata), ("_unguarded", lambda p: p.unguarded)):
+        flags = [flagged_fields(pick(p), i.prompt.headline) for i, p in pairs]
+        results[f"flagged_summary_or_topic_rate{label}"] = m.mean(float(f["summary_or_topic"]) for f in flags)
+        results[f"flagged_action_items_rate{label}"] = m.mean(float(f["action_items"]) for f in flags)
+    results["schema_valid_rate_unguarded"] = m.mean(float(p.unguarded is not None) for p in first)
+    counted = count_reasons(first)
+    results["rejections"] = counted["rejections"]
+    results["dropped"] = counted["dropped"]
 
     mae, within_1, n_relevance = m.relevance_errors(
         (_field(p, "relevance_score"), i.gold.relevance_score) for i, p in pairs

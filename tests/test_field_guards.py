@@ -1,0 +1,135 @@
+"""The field guards: bad summaries and stuttering topics are rejected, label-only action items dropped."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from app.contract.prompt import SYSTEM_PROMPT
+from worker.field_guards import (
+    ACTION_ITEM_REPEATS_LABEL,
+    SUMMARY_COPIES_INSTRUCTIONS,
+    SUMMARY_IS_HEADLINE,
+    SUMMARY_IS_LABEL,
+    SUMMARY_TOO_FEW_WORDS,
+    TOPIC_REPEATS_WORDS,
+    guard_rejection,
+    kept_action_items,
+    repeats_labels,
+)
+from worker.pipeline import EnhanceOutcome, ItemInput, OutputRejected, _derive, count_reasons, finalize
+from worker.runtime.base import GenerationResult
+
+HEADLINE = "Nvidia releases Nemotron open reasoning models"
+GOOD = {
+    "summary": "Nvidia released the Nemotron family of open reasoning models for agents.",
+    "key_topics": ["Open Models", "Reasoning"],
+    "entities": ["Nvidia", "Nemotron"],
+    "categories": ["model_release"],
+    "sentiment": "positive",
+    "urgency_level": "medium",
+    "relevance_score": 8,
+    "action_items": ["Try the Nemotron models on an agent benchmark"],
+}
+
+
+def _check(**changes: object) -> str | None:
+    fields = {**GOOD, **changes}
+    rejection = guard_rejection(
+        summary=fields["summary"],  # type: ignore[arg-type]
+        key_topics=fields["key_topics"],  # type: ignore[arg-type]
+        entities=fields["entities"],  # type: ignore[arg-type]
+        headline=HEADLINE,
+    )
+    return rejection.reason if rejection else None
+
+
+@pytest.mark.parametrize(
+    ("summary", "reason"),
+    [
+        ("AI Guide", SUMMARY_TOO_FEW_WORDS),
+        ("Nvidia ships models.", SUMMARY_TOO_FEW_WORDS),
+        ("One factual sentence.", SUMMARY_COPIES_INSTRUCTIONS),
+        ("organisations, people and products named in the item", SUMMARY_COPIES_INSTRUCTIONS),
+        ("Nvidia releases Nemotron open reasoning models.", SUMMARY_IS_HEADLINE),
+        ("NVIDIA releases  Nemotron open-reasoning models", None),  # not the same words: a hyphen joins
+        ("Open Models", SUMMARY_IS_LABEL),
+        ("Nemotron", SUMMARY_IS_LABEL),
+        (GOOD["summary"], None),
+        ("Nvidia released open Nemotron models that reason step by step.", None),
+    ],
+)
+def test_summary_guard(summary: str, reason: str | None) -> None:
+    assert _check(summary=summary) == reason
+
+
+@pytest.mark.parametrize(
+    ("topic", "rejected"),
+    [
+        ("AI Technique Technique", True),
+        ("Nvidia Deepmind LLM LLM", True),
+        ("AI Tools AI Tools", True),
+        ("agents agents", True),
+        ("AI Technique", False),
+        ("Bora Bora resort AI", True),  # a real name can stutter too; rare enough to retry
+        ("LLM evaluation", False),
+        ("GPT-4 vs GPT-4o", False),
+    ],
+)
+def test_topic_guard(topic: str, rejected: bool) -> None:
+    assert (_check(key_topics=["Reasoning", topic]) == TOPIC_REPEATS_WORDS) is rejected
+
+
+def test_action_items_that_only_repeat_labels_are_dropped() -> None:
+    topics, entities = ["AI Tooling", "AI Infrastructure"], ["Nvidia"]
+    actions = [
+        "AI Tooling, AI Infrastructure",
+        "ai tooling",
+        "Nvidia",
+        "AI Tooling and Nvidia",
+        "Benchmark Nvidia's new models against AI Tooling you use",
+    ]
+    assert kept_action_items(actions, key_topics=topics, entities=entities) == [actions[-1]]
+    assert not repeats_labels("Read the paper", topics)
+
+
+def test_the_system_prompt_itself_counts_as_copied() -> None:
+    assert _check(summary=SYSTEM_PROMPT[:200]) == SUMMARY_COPIES_INSTRUCTIONS
+
+
+def _finalize(fields: dict, outcome: EnhanceOutcome, *, guards: bool = True):  # type: ignore[no-untyped-def]
+    item = ItemInput(
+        source="TLDR AI",
+        headline=HEADLINE,
+        content="Nvidia released Nemotron, a family of open reasoning models for building agents.",
+    )
+    result = GenerationResult(text=json.dumps(fields), new_tokens=80, finish_reason="stop")
+    return finalize(result, item, _derive(item), outcome, guards=guards)
+
+
+def test_pipeline_rejects_a_headline_summary_with_its_reason_and_counts_it() -> None:
+    outcome = EnhanceOutcome()
+    with pytest.raises(OutputRejected) as raised:
+        _finalize({**GOOD, "summary": HEADLINE}, outcome)
+    assert raised.value.reason == SUMMARY_IS_HEADLINE
+    assert "repeats the headline" in str(raised.value)
+    # Without the guards the same output is a valid record (that is what eval compares against).
+    assert _finalize({**GOOD, "summary": HEADLINE}, EnhanceOutcome(), guards=False).summary == HEADLINE
+
+
+def test_pipeline_drops_label_action_items_and_counts_the_drop() -> None:
+    outcome = EnhanceOutcome()
+    fields = {**GOOD, "action_items": ["Open Models, Reasoning", "Try the models on an agent benchmark"]}
+    record = _finalize(fields, outcome)
+    assert record.action_items == ["Try the models on an agent benchmark"]
+    assert outcome.dropped == {ACTION_ITEM_REPEATS_LABEL: 1}
+    outcome.rejections = ["length", SUMMARY_IS_HEADLINE]
+    assert count_reasons([outcome, EnhanceOutcome(rejections=[SUMMARY_IS_HEADLINE])]) == {
+        "rejections": {
+            "attempt 1: length": 1,
+            f"attempt 1: {SUMMARY_IS_HEADLINE}": 1,
+            f"attempt 2: {SUMMARY_IS_HEADLINE}": 1,
+        },
+        "dropped": {ACTION_ITEM_REPEATS_LABEL: 1},
+    }
