@@ -1,11 +1,9 @@
 #!/usr/bin/env bash
 # Sets up the service and starts it on its embedded defaults (SQLite, embedded broker, default model).
 #   ./scripts/serve.sh [--host H] [--port N] [--data-dir DIR]
+# A thin wrapper: scripts/quickstart.py does the work (.venv, pip install -e ., enhancer serve), the same
+# script Windows runs (py -3.12 scripts\quickstart.py serve). PYTHON picks the interpreter (3.11 or 3.12).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-python3 -m venv .venv
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e .
-
-exec .venv/bin/enhancer serve "$@"
+exec "${PYTHON:-python3}" scripts/quickstart.py serve "$@"

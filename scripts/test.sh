@@ -2,13 +2,10 @@
 # Sets up everything the tests need on a fresh Debian machine, then runs them.
 #   ./scripts/test.sh            -> the whole suite
 #   ./scripts/test.sh -k api     -> arguments go to pytest
+# A thin wrapper: scripts/quickstart.py does the work (.venv, pip install -e '.[dev]' (torch is pinned:
+# pip, not uv/poetry), scripts/install-system-deps.sh, pytest), the same script Windows runs
+# (py -3.12 scripts\quickstart.py test). PYTHON picks the interpreter (3.11 or 3.12).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-python3 -m venv .venv
-.venv/bin/python -m pip install --quiet --upgrade pip
-# torch is pinned in pyproject.toml (2.13.0, CPU build); install with pip, not uv/poetry.
-.venv/bin/python -m pip install --quiet -e '.[dev]'
-bash scripts/install-system-deps.sh
-
-.venv/bin/python -m pytest "$@"
+exec "${PYTHON:-python3}" scripts/quickstart.py test "$@"
