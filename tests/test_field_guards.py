@@ -10,6 +10,7 @@ from app.contract.prompt import SYSTEM_PROMPT
 from worker.field_guards import (
     ACTION_ITEM_REPEATS_LABEL,
     SUMMARY_COPIES_INSTRUCTIONS,
+    SUMMARY_FROM_ITEM,
     SUMMARY_IS_HEADLINE,
     SUMMARY_IS_LABEL,
     SUMMARY_TOO_FEW_WORDS,
@@ -18,8 +19,16 @@ from worker.field_guards import (
     kept_action_items,
     repeats_labels,
 )
-from worker.pipeline import EnhanceOutcome, ItemInput, OutputRejected, _derive, count_reasons, finalize
-from worker.runtime.base import GenerationResult
+from worker.pipeline import (
+    EnhanceOutcome,
+    ItemInput,
+    OutputRejected,
+    _derive,
+    count_reasons,
+    enhance_items,
+    finalize,
+)
+from worker.runtime.base import GenerationResult, RuntimeInfo
 
 HEADLINE = "Nvidia releases Nemotron open reasoning models"
 GOOD = {
@@ -132,4 +141,71 @@ def test_pipeline_drops_label_action_items_and_counts_the_drop() -> None:
             f"attempt 2: {SUMMARY_IS_HEADLINE}": 1,
         },
         "dropped": {ACTION_ITEM_REPEATS_LABEL: 1},
+        "repairs": {},
     }
+
+
+class ScriptedRuntime:
+    """Answers each generate call with the next scripted texts: the pipeline's logic is under test
+    here, not a model (the real runtimes are tested in test_runtime.py)."""
+
+    def __init__(self, *calls: list[dict]) -> None:
+        self.calls = list(calls)
+        self.tokenizer = None
+        self.info = RuntimeInfo("scripted", "torch", "cpu", "fp32")
+
+    def generate(self, prompts: list[str], **kwargs: object) -> list[GenerationResult]:
+        texts = self.calls.pop(0)
+        assert len(texts) == len(prompts)
+        return [GenerationResult(text=json.dumps(t), new_tokens=60, finish_reason="stop") for t in texts]
+
+
+ITEM = ItemInput(
+    source="TLDR AI",
+    headline=HEADLINE,
+    content="Nvidia released Nemotron, a family of open reasoning models for building agents. "
+    "The models come in three sizes.",
+)
+
+
+def test_a_retry_that_passes_the_guards_is_stored() -> None:
+    runtime = ScriptedRuntime([{**GOOD, "summary": "AI Guide Agents"}], [GOOD])
+    [outcome] = enhance_items(runtime, [ITEM])  # type: ignore[arg-type]
+    assert outcome.metadata is not None and outcome.metadata.summary == GOOD["summary"]
+    assert outcome.rejections == [SUMMARY_TOO_FEW_WORDS] and outcome.attempts == 2
+    assert outcome.repairs == {}
+
+
+def test_when_every_attempt_is_guard_rejected_the_record_is_mended_not_lost() -> None:
+    stutter = {**GOOD, "summary": HEADLINE, "key_topics": ["AI Technique Technique", "Reasoning"]}
+    runtime = ScriptedRuntime([stutter], [{**stutter, "summary": "One factual sentence."}])
+    [outcome] = enhance_items(runtime, [ITEM])  # type: ignore[arg-type]
+    record = outcome.metadata
+    assert record is not None, outcome.error
+    assert outcome.rejections == [TOPIC_REPEATS_WORDS, TOPIC_REPEATS_WORDS]
+    assert record.key_topics == ["AI Technique", "Reasoning"]
+    assert (
+        record.summary == "Nvidia released Nemotron, a family of open reasoning models for building agents."
+    )
+    assert outcome.repairs == {TOPIC_REPEATS_WORDS: 1, SUMMARY_FROM_ITEM: 1}
+    assert (
+        guard_rejection(
+            summary=record.summary, key_topics=record.key_topics, entities=record.entities, headline=HEADLINE
+        )
+        is None
+    )
+
+
+def test_a_summary_the_item_cannot_mend_is_kept_and_counted() -> None:
+    item = ItemInput(source="TLDR AI", headline=HEADLINE, content=HEADLINE)
+    runtime = ScriptedRuntime([{**GOOD, "summary": HEADLINE}], [{**GOOD, "summary": HEADLINE}])
+    [outcome] = enhance_items(runtime, [item])  # type: ignore[arg-type]
+    assert outcome.metadata is not None and outcome.metadata.summary == HEADLINE
+    assert outcome.repairs == {f"kept_{SUMMARY_IS_HEADLINE}": 1}
+
+
+def test_schema_failures_still_fail_the_job() -> None:
+    runtime = ScriptedRuntime([{**GOOD, "relevance_score": 11}], [{**GOOD, "sentiment": "angry"}])
+    [outcome] = enhance_items(runtime, [ITEM])  # type: ignore[arg-type]
+    assert outcome.metadata is None and "sentiment" in (outcome.error or "")
+    assert outcome.rejections == ["schema", "schema"]

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from app.contract.grounding import normalize_text
+from app.contract.metadata import SUMMARY_MAX, SUMMARY_MIN
 from app.contract.prompt import SYSTEM_PROMPT
 
 # A sentence that says what happened has a subject, a verb and what it is about.
@@ -28,6 +29,8 @@ _WORD_RE = re.compile(r"\w+(?:['.\-]\w+)*")
 # The same run of one or more words twice in a row: "Technique Technique", "AI Tools AI Tools".
 _REPEATED_RUN_RE = re.compile(r"(?<!\w)(\w+(?:\s+\w+)*)\s+\1(?!\w)", re.IGNORECASE)
 _LIST_SPLIT_RE = re.compile(r"\s*(?:[,;/|]|\band\b|&)\s*")
+# A sentence ends at . ! ? followed by space and a capital, digit or quote ("U.S. firms" stays whole).
+_SENTENCE_END_RE = re.compile(r"(?<=[^\s.][.!?])\s+(?=[\"'“‘(\[A-Z0-9])")
 
 SUMMARY_TOO_FEW_WORDS = "summary_too_few_words"
 SUMMARY_COPIES_INSTRUCTIONS = "summary_copies_instructions"
@@ -35,6 +38,8 @@ SUMMARY_IS_HEADLINE = "summary_is_headline"
 SUMMARY_IS_LABEL = "summary_is_topic_or_entity"
 TOPIC_REPEATS_WORDS = "topic_repeats_words"
 ACTION_ITEM_REPEATS_LABEL = "action_item_repeats_topic_or_entity"
+# Repairs (the last resort when every attempt was rejected by a guard only).
+SUMMARY_FROM_ITEM = "summary_from_item_text"
 
 REJECTION_MESSAGES = {
     SUMMARY_TOO_FEW_WORDS: f"summary is not a sentence (fewer than {SUMMARY_MIN_WORDS} words)",
@@ -130,3 +135,22 @@ def guard_rejection(
 def kept_action_items(action_items: list[str], *, key_topics: list[str], entities: list[str]) -> list[str]:
     labels = [*key_topics, *entities]
     return [item for item in action_items if not repeats_labels(item, labels)]
+
+
+def collapse_repeats(topic: str) -> str:
+    """ "AI Technique Technique" -> "AI Technique"."""
+    text = " ".join(topic.split())
+    while (collapsed := _REPEATED_RUN_RE.sub(r"\1", text)) != text:
+        text = collapsed
+    return text
+
+
+def lead_sentences(text: str, *, limit: int = 3) -> list[str]:
+    """The item's first sentences, each cut to the summary's bounds: the extractive fallback."""
+    sentences = []
+    for sentence in _SENTENCE_END_RE.split(" ".join(text.split()))[:limit]:
+        if len(sentence) > SUMMARY_MAX:
+            sentence = sentence[: SUMMARY_MAX - 3].rsplit(" ", 1)[0] + "..."
+        if len(sentence) >= SUMMARY_MIN:
+            sentences.append(sentence)
+    return sentences

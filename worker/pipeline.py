@@ -28,7 +28,17 @@ from app.contract import (
 from app.contract.derived import DerivedFields
 from app.contract.grounding import dedupe, is_grounded, normalize_text
 from app.contract.prompt import MAX_PROMPT_TEXT_CHARS
-from worker.field_guards import ACTION_ITEM_REPEATS_LABEL, guard_rejection, kept_action_items
+from worker.field_guards import (
+    ACTION_ITEM_REPEATS_LABEL,
+    SUMMARY_FROM_ITEM,
+    TOPIC_REPEATS_WORDS,
+    GuardRejection,
+    collapse_repeats,
+    guard_rejection,
+    kept_action_items,
+    lead_sentences,
+    summary_rejection,
+)
 from worker.runtime.base import GREEDY, RETRY, GenerationResult, ModelRuntime
 from worker.runtime.schema_budget import retry_schema, token_budget
 
@@ -55,28 +65,32 @@ class EnhanceOutcome:
     seconds: float = 0.0
     entities_generated: int = 0
     entities_dropped: int = 0
-    # Why each rejected attempt was rejected (reason codes, in attempt order), and what the
-    # accepted attempt had dropped, by reason: `enhancer bench` and `enhancer eval` count these.
+    # Why each rejected attempt was rejected (reason codes, in attempt order), what the accepted
+    # attempt had dropped, and what `repair` mended, by reason: bench and eval count these.
     rejections: list[str] = field(default_factory=list)
     dropped: dict[str, int] = field(default_factory=dict)
+    repairs: dict[str, int] = field(default_factory=dict)
 
 
 class HasReasons(Protocol):
     rejections: list[str]
     dropped: dict[str, int]
+    repairs: dict[str, int]
 
 
 def count_reasons(outcomes: Iterable[HasReasons]) -> dict[str, dict[str, int]]:
-    """Rejections by attempt and reason ("attempt 1: summary_is_headline") and drops by reason."""
-    rejected: dict[str, int] = {}
-    dropped: dict[str, int] = {}
+    """Rejections by attempt and reason ("attempt 1: summary_is_headline"), drops and repairs by reason."""
+    counts: dict[str, dict[str, int]] = {"rejections": {}, "dropped": {}, "repairs": {}}
     for outcome in outcomes:
-        for attempt, reason in enumerate(outcome.rejections, start=1):
-            key = f"attempt {attempt}: {reason}"
-            rejected[key] = rejected.get(key, 0) + 1
-        for reason, count in outcome.dropped.items():
-            dropped[reason] = dropped.get(reason, 0) + count
-    return {"rejections": dict(sorted(rejected.items())), "dropped": dict(sorted(dropped.items()))}
+        rejected = {f"attempt {n}: {reason}": 1 for n, reason in enumerate(outcome.rejections, start=1)}
+        for name, counted in (
+            ("rejections", rejected),
+            ("dropped", outcome.dropped),
+            ("repairs", outcome.repairs),
+        ):
+            for reason, count in counted.items():
+                counts[name][reason] = counts[name].get(reason, 0) + count
+    return {name: dict(sorted(counted.items())) for name, counted in counts.items()}
 
 
 class OutputRejected(ValueError):
@@ -85,6 +99,14 @@ class OutputRejected(ValueError):
     def __init__(self, message: str, *, reason: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class GuardRejected(OutputRejected):
+    """A valid record that a field guard rejects; kept in case no attempt does better."""
+
+    def __init__(self, rejection: GuardRejection, record: NewsMetadata) -> None:
+        super().__init__(rejection.message, reason=rejection.reason)
+        self.record = record
 
 
 @lru_cache
@@ -209,26 +231,33 @@ def finalize(
     outcome.entities_generated += len(entities)
     outcome.entities_dropped += len(entities) - len(grounded)
     data["entities"] = grounded
+    record = _validated_record(data, item, derived)
+    if not guards:
+        return record
+    kept = kept_action_items(record.action_items, key_topics=record.key_topics, entities=record.entities)
+    if len(kept) < len(record.action_items):
+        reason = ACTION_ITEM_REPEATS_LABEL
+        outcome.dropped[reason] = outcome.dropped.get(reason, 0) + len(record.action_items) - len(kept)
+        record = record.model_copy(update={"action_items": kept})
+    rejection = _guard(record)
+    if rejection is not None:
+        raise GuardRejected(rejection, record)
+    return record
+
+
+def _guard(record: NewsMetadata) -> GuardRejection | None:
+    return guard_rejection(
+        summary=record.summary,
+        key_topics=record.key_topics,
+        entities=record.entities,
+        headline=record.headline,
+    )
+
+
+def _validated_record(data: dict[str, Any], item: ItemInput, derived: DerivedFields) -> NewsMetadata:
+    """Generated fields + computed fields, valid under pydantic and the record's JSON Schema."""
     try:
         generated = GeneratedMetadata.model_validate(data)
-    except ValidationError as error:
-        raise _validation_rejection(error) from error
-    dropped = 0
-    if guards:
-        rejection = guard_rejection(
-            summary=generated.summary,
-            key_topics=generated.key_topics,
-            entities=generated.entities,
-            headline=item.headline,
-        )
-        if rejection is not None:
-            raise OutputRejected(rejection.message, reason=rejection.reason)
-        kept = kept_action_items(
-            generated.action_items, key_topics=generated.key_topics, entities=generated.entities
-        )
-        dropped = len(generated.action_items) - len(kept)
-        generated = generated.model_copy(update={"action_items": kept})
-    try:
         record = NewsMetadata(
             **generated.model_dump(),
             source=item.source,
@@ -247,10 +276,34 @@ def finalize(
     problems = sorted(_record_validator().iter_errors(record.model_dump(mode="json")), key=str)
     if problems:
         raise OutputRejected(f"record failed JSON Schema: {problems[0].message}", reason="schema")
-    if dropped:
-        reason = ACTION_ITEM_REPEATS_LABEL
-        outcome.dropped[reason] = outcome.dropped.get(reason, 0) + dropped
     return record
+
+
+def repair(
+    record: NewsMetadata, item: ItemInput, derived: DerivedFields, outcome: EnhanceOutcome
+) -> NewsMetadata:
+    """The last resort for output that only the guards rejected, on every attempt: a story keeps its
+    record (its entities, topics and scores are still worth having) with the guarded fields mended
+    where the item allows: stuttering topics collapsed, the summary replaced by the item's first
+    sentence that passes the guards. What cannot be mended is kept and counted."""
+    data = record.model_dump(include=set(GeneratedMetadata.model_fields))
+    topics = dedupe([collapse_repeats(topic) for topic in record.key_topics])
+    if topics != record.key_topics:
+        data["key_topics"] = topics
+        outcome.repairs[TOPIC_REPEATS_WORDS] = outcome.repairs.get(TOPIC_REPEATS_WORDS, 0) + 1
+    labels = [*topics, *record.entities]
+    if summary_rejection(record.summary, headline=item.headline, labels=labels) is not None:
+        for sentence in lead_sentences(derived.text):
+            if summary_rejection(sentence, headline=item.headline, labels=labels) is None:
+                data["summary"] = sentence
+                outcome.repairs[SUMMARY_FROM_ITEM] = outcome.repairs.get(SUMMARY_FROM_ITEM, 0) + 1
+                break
+    repaired = _validated_record(data, item, derived)
+    rejection = _guard(repaired)
+    if rejection is not None:
+        key = f"kept_{rejection.reason}"
+        outcome.repairs[key] = outcome.repairs.get(key, 0) + 1
+    return repaired
 
 
 def _validation_rejection(error: ValidationError) -> OutputRejected:
@@ -283,6 +336,7 @@ def enhance_items(runtime: ModelRuntime, items: list[ItemInput]) -> list[Enhance
         (retry_schema(), RETRY, False),
     ]
     pending = list(range(len(items)))
+    guarded: dict[int, NewsMetadata] = {}  # rows whose latest rejection was only a field guard's
     for schema, sampling, stop_on_repetition in attempts:
         if not pending:
             break
@@ -307,7 +361,17 @@ def enhance_items(runtime: ModelRuntime, items: list[ItemInput]) -> list[Enhance
             except OutputRejected as error:
                 outcome.error = str(error)
                 outcome.rejections.append(error.reason)
-                log.info("attempt %d rejected: %s", outcome.attempts, error)  # counted by `enhancer bench`
+                if isinstance(error, GuardRejected):
+                    guarded[index] = error.record
+                log.info("attempt %d rejected: %s", outcome.attempts, error)
                 still_pending.append(index)
         pending = still_pending
+    for index in pending:
+        if index in guarded:
+            outcome = outcomes[index]
+            try:
+                outcome.metadata = repair(guarded[index], items[index], derived[index], outcome)
+                outcome.error = None
+            except OutputRejected as error:  # not expected: repair only writes bounded fields
+                outcome.error = f"{outcome.error}; repair failed: {error}"
     return outcomes

@@ -41,6 +41,7 @@ TABLE_ROWS: list[tuple[str, str, str | None]] = [
     ("schema_valid_rate_unguarded", "schema-valid, without the guards", None),
     ("rejections", "rejected attempts, by attempt and reason", None),
     ("dropped", "action items dropped, by reason", None),
+    ("repairs", "records mended after every attempt was guard-rejected", None),
 ]
 CHART_METRICS = [
     ("schema_valid_rate", "schema-valid"),

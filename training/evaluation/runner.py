@@ -76,6 +76,7 @@ class Prediction:
     seconds: float
     rejections: list[str] = field(default_factory=list)
     dropped: dict[str, int] = field(default_factory=dict)
+    repairs: dict[str, int] = field(default_factory=dict)
     # The record the pipeline would have stored without the field guards (to measure them).
     unguarded: dict[str, Any] | None = None
 
@@ -161,6 +162,7 @@ def _predictions_for_batch(
                 seconds=round(outcome.seconds, 3),
                 rejections=list(outcome.rejections),
                 dropped=dict(outcome.dropped),
+                repairs=dict(outcome.repairs),
                 unguarded=unguarded.model_dump(mode="json") if unguarded is not None else None,
             )
         )
@@ -241,8 +243,7 @@ def score(items: list[EvalItem], runs: list[list[Prediction]]) -> dict[str, Any]
         results[f"flagged_action_items_rate{label}"] = m.mean(float(f["action_items"]) for f in flags)
     results["schema_valid_rate_unguarded"] = m.mean(float(p.unguarded is not None) for p in first)
     counted = count_reasons(first)
-    results["rejections"] = counted["rejections"]
-    results["dropped"] = counted["dropped"]
+    results.update(counted)  # rejections, dropped, repairs: by reason
 
     mae, within_1, n_relevance = m.relevance_errors(
         (_field(p, "relevance_score"), i.gold.relevance_score) for i, p in pairs
