@@ -21,10 +21,10 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from tests.tiny_model import SEED_DIR  # noqa: E402
 from training.evaluation.compare import DEFAULT_FOLDS, assign_folds, train_fold  # noqa: E402
 from training.evaluation.items import load_eval_items  # noqa: E402
 from training.evaluation.runner import evaluate, load_eval_runtime, score  # noqa: E402
+from training.seed_data import SeedDataMissing, seed_file  # noqa: E402
 
 KEYS = (
     "entities_precision_fuzzy", "entities_recall_fuzzy", "entities_f1_fuzzy",
@@ -54,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data", type=Path, default=SEED_DIR / "annotated_train.jsonl")
+    parser.add_argument(
+        "--data", type=Path, help="labelled JSONL (default: annotated_train.jsonl of the seed data)"
+    )
     parser.add_argument("--base-model", required=True, help="what TrainConfig.base_model takes")
     parser.add_argument("--folds", type=int, default=DEFAULT_FOLDS)
     parser.add_argument("--folds-to-run", default="0", help="comma-separated fold indices (default 0)")
@@ -65,6 +67,11 @@ def main(argv: list[str] | None = None) -> int:
         "--predictions", type=Path, help="write one JSON line per held-out item: gold and predicted fields"
     )
     args = parser.parse_args(argv)
+    if args.data is None:
+        try:
+            args.data = seed_file()
+        except SeedDataMissing as error:
+            parser.error(str(error))
     overrides = json.loads(args.overrides)
     items = load_eval_items(args.data)
     folds = assign_folds(items, args.folds, args.seed)

@@ -23,8 +23,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from app.contract import news_metadata_json_schema  # noqa: E402
-from tests.seed import load_seed_requests  # noqa: E402
-from tests.tiny_model import SEED_DIR  # noqa: E402
+from training.seed_data import SeedDataMissing, load_seed_requests, seed_file  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,10 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.key and not key_file.is_file():
         parser.error("no --key and no ./data/api_key: run from the checkout the service started in")
     key = args.key or key_file.read_text().strip()
-    seed_file = SEED_DIR / "annotated_train.jsonl"
-    if not seed_file.is_file():
-        parser.error(f"no seed data at {seed_file}: put shared/ beside the checkout or set ENHANCER_SEED_DIR")
-    body = load_seed_requests(seed_file)[args.index]
+    try:
+        body = load_seed_requests(seed_file())[args.index]
+    except SeedDataMissing as error:
+        parser.error(str(error))
     body["message_id"] = f"<post-seed-{uuid.uuid4().hex}@bench>"  # a new job, not the stored one
     with httpx.Client(base_url=args.url, headers={"X-API-Key": key}, timeout=30) as client:
         started = time.monotonic()

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.tiny_model import SEED_DIR, build_tiny_llama
+from tests.fixtures import LABELLED
+from tests.tiny_model import build_tiny_llama
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 POSTGRES_ADMIN_URL = os.environ.get("ENHANCER_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -23,18 +24,6 @@ TEST_API_KEY = "test-key-" + uuid.uuid4().hex
 API_HEADERS = {"X-API-Key": TEST_API_KEY}
 
 
-def pytest_sessionstart(session: pytest.Session) -> None:
-    # Without the seed data most tests would fail one by one with FileNotFoundError: say it once.
-    needed = [SEED_DIR / name for name in ("annotated_train.jsonl", "unannotated_test.jsonl")]
-    missing = [str(path) for path in needed if not path.is_file()]
-    if missing:
-        pytest.exit(
-            f"the tests need the seed data: missing {', '.join(missing)}. Put the shared/ folder beside "
-            "the checkout (../shared/data/seed) or set ENHANCER_SEED_DIR to the folder that holds it.",
-            returncode=4,
-        )
-
-
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
@@ -42,10 +31,10 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def seed_items() -> list[dict]:
-    """Seed items of annotated_train.jsonl as /v1/enhance bodies."""
-    from tests.seed import load_seed_requests
+    """The lines of tests/data/newsletter_items.jsonl as /v1/enhance bodies (28, one per line)."""
+    from training.seed_data import load_seed_requests
 
-    return load_seed_requests(SEED_DIR / "annotated_train.jsonl")
+    return load_seed_requests(LABELLED)
 
 
 def _create_pg_database() -> tuple[str, str]:

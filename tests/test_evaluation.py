@@ -8,12 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.tiny_model import SEED_DIR
+from tests.fixtures import LABELLED, UNLABELLED
 from training.evaluation import metrics as m
-
-ANNOTATED = SEED_DIR / "annotated_train.jsonl"
-UNANNOTATED = SEED_DIR / "unannotated_test.jsonl"
-
 
 # ---------------------------------------------------------------------------------------------
 # Normalisation and matching
@@ -129,12 +125,12 @@ def test_minilm_cosine_and_bertscore() -> None:
 def test_load_eval_items_keeps_raw_gold() -> None:
     from training.evaluation.items import load_eval_items
 
-    items = load_eval_items(ANNOTATED)
-    # One item per story, as training.data parses it: 12 of the 80 lines repeat a story.
-    assert len(items) == 68
+    items = load_eval_items(LABELLED)
+    # One item per story, as training.data parses it: 4 of the 28 lines repeat a story.
+    assert len(items) == 24
     first = items[0]
-    assert first.gold.entities == ("OpenAI", "Broadcom")
-    assert first.gold.relevance_score == 10
+    assert first.gold.entities == ("Broadcom", "Meta")
+    assert first.gold.relevance_score == 9
     assert first.item_input().content == first.prompt.text
     # More than five gold topics are kept for recall (training labels are cut to the schema's 5).
     assert max(len(i.gold.key_topics or ()) for i in items) > 5
@@ -160,14 +156,15 @@ def test_overlap_guard_refuses_training_items(tmp_path: Path) -> None:
     from training.evaluation.items import load_eval_items
     from training.evaluation.runner import evaluate
 
-    lines = ANNOTATED.read_text(encoding="utf-8").splitlines()
+    lines = LABELLED.read_text(encoding="utf-8").splitlines()
     train_file = tmp_path / "train.jsonl"
     train_file.write_text("\n".join(lines[:10]) + "\n", encoding="utf-8")
     version = _fake_trained_version(tmp_path, train_file)
-    items = load_eval_items(ANNOTATED)
-    # Raised before any model is loaded (the fake version has no weights). The 10 stories of lines
-    # 1-10 are among the first 12 items; some are represented by a later line (14: line 2's story).
-    with pytest.raises(TrainTestOverlapError, match=r"10 of 12 evaluation items.*line 14"):
+    items = load_eval_items(LABELLED)
+    # Raised before any model is loaded (the fake version has no weights). The first 12 items are
+    # lines 1, 3, 4, 6, 7 and 9-15; lines 14 and 15 repeat the stories of lines 2 and 5 (the later line
+    # represents a story), so 9 of the 12 were trained on: all but lines 11-13.
+    with pytest.raises(TrainTestOverlapError, match=r"9 of 12 evaluation items.*line 10, line 14, line 15"):
         evaluate(str(version), items[:12])
     # Line 14 repeats the story of line 2 (same headline and URL): it counts as trained on.
     from training.evaluation.guard import check_no_overlap, trained_items
@@ -175,13 +172,14 @@ def test_overlap_guard_refuses_training_items(tmp_path: Path) -> None:
     repeat = next(i for i in items if i.line == 14)
     with pytest.raises(TrainTestOverlapError):
         check_no_overlap([repeat], trained_items(version), model="fake")
-    check_no_overlap([i for i in items if i.line > 30], trained_items(version), model="fake")
-    # The unannotated test file repeats training stories with other headline markup: caught too.
-    test_items = load_eval_items(UNANNOTATED)
+    check_no_overlap([i for i in items if i.line > 16], trained_items(version), model="fake")
+    # The unlabelled file repeats training stories with other headline markup and tracking parameters
+    # (those of lines 1, 3, 6 and 9): caught too.
+    test_items = load_eval_items(UNLABELLED)
     from training.evaluation.guard import held_out
 
     kept, removed = held_out(test_items, trained_items(version))
-    assert removed >= 1 and len(kept) == len(test_items) - removed
+    assert removed == 4 and len(kept) == len(test_items) - removed
     train_file.write_text("\n".join(lines[:11]) + "\n", encoding="utf-8")  # data changed after training
     with pytest.raises(UnverifiableTrainingDataError, match="--trained-on"):
         evaluate(str(version), items[20:22])
@@ -192,14 +190,16 @@ def test_composite_set_drops_training_items_and_folds_partition() -> None:
     from training.evaluation.composite import composite_items, upstream_reply
     from training.evaluation.items import load_eval_items
 
-    test_items, counts = composite_items(UNANNOTATED, [ANNOTATED])
-    assert counts["in_training_data"] >= 51  # the seed README: 51 repeats at least
+    test_items, counts = composite_items(UNLABELLED, [LABELLED])
+    # 16 lines, one the same item twice: 15 items. 6 are labelled stories (5 by link, 1 under another
+    # link by its headline); 1 repeats another item's headline under another link: 8 kept.
+    assert counts == {"lines": 15, "in_training_data": 6, "repeated_headline": 1, "kept": 8}
     assert counts["kept"] == len(test_items) < counts["lines"]
     assert all(item.reference for item in test_items)
-    items = load_eval_items(ANNOTATED)
+    items = load_eval_items(LABELLED)
     folds = assign_folds(items, 4)
     keys = [item.key for fold in folds for item in fold]
-    assert sorted(keys) == sorted(i.key for i in items) and len(keys) == len(items) == 68
+    assert sorted(keys) == sorted(i.key for i in items) and len(keys) == len(items) == 24
     assert max(len(f) for f in folds) - min(len(f) for f in folds) <= 1
     # Items of one story (same headline or URL) never straddle two folds.
     twin = items[0]
@@ -215,21 +215,21 @@ def test_label_agreement_scores_one_labelling_against_the_other(tmp_path: Path) 
     from training.evaluation.compare import ModelResult
     from training.evaluation.report import markdown
 
-    first, second = (json.loads(line) for line in ANNOTATED.read_text(encoding="utf-8").splitlines()[:2])
+    first, second = (json.loads(line) for line in LABELLED.read_text(encoding="utf-8").splitlines()[:2])
     relabelled = json.loads(json.dumps(first))
     # The same story under the digest's decorated headline, labelled again.
     relabelled["messages"][0]["content"] = (
         first["messages"][0]["content"]
-        .replace("### OpenAI and Broadcom", "### \U0001f4f0 **OpenAI and Broadcom", 1)
-        .replace("10 gigawatts\n", "10 gigawatts**\n", 1)
+        .replace("### Broadcom to", "### \U0001f4f0 **Broadcom to", 1)
+        .replace("inference accelerator\n", "inference accelerator**\n", 1)
     )
-    relabelled["annotation"] |= {"topics": ["openai", "AI Chips"], "relevance_score": 7}
-    assert first["annotation"]["topics"] == ["OpenAI", "AI Infrastructure"]
+    relabelled["annotation"] |= {"topics": ["ai infrastructure", "Networking"], "relevance_score": 6}
+    assert first["annotation"]["topics"] == ["AI Infrastructure", "Custom Silicon"]
     data = tmp_path / "labels.jsonl"
     data.write_text("\n".join(json.dumps(r) for r in (first, second, relabelled)) + "\n", encoding="utf-8")
 
     agreement = label_agreement(data)
-    # One story twice (the second story once does not count); "OpenAI" agrees, the other topic not.
+    # One story twice (the second story once does not count); "AI Infrastructure" agrees, the other not.
     assert agreement["stories_labelled_twice"] == 1
     assert agreement["key_topics_f1_strict"] == agreement["key_topics_f1_fuzzy"] == 0.5
     assert agreement["entities_f1_fuzzy"] == 1.0
@@ -251,7 +251,7 @@ def test_evaluate_tiny_model(tiny_model_dir: Path, tmp_path: Path, monkeypatch: 
 
     monkeypatch.setenv("ENHANCER_DATA_DIR", str(tmp_path / "data"))
     reset_caches()
-    items = load_eval_items(ANNOTATED)
+    items = load_eval_items(LABELLED)
     report = evaluate(str(tiny_model_dir), items, limit=3, repeats=2, backend="torch", batch_size=3)
     scores = report.to_json()
     for key in SUMMARY_KEYS:
@@ -300,11 +300,9 @@ def test_cli_agreement_needs_no_model(
     from app.cli import main
 
     monkeypatch.setenv("ENHANCER_DATA_DIR", str(tmp_path / "d"))
-    code = main(
-        ["eval", "--agreement", "--data", str(ANNOTATED), "--data-dir", str(tmp_path / "d"), "--json"]
-    )
+    code = main(["eval", "--agreement", "--data", str(LABELLED), "--data-dir", str(tmp_path / "d"), "--json"])
     assert code == 0
     agreement = json.loads(capsys.readouterr().out)
-    # The seed README: 12 stories appear twice, each time labelled by hand.
-    assert agreement["stories_labelled_twice"] == 12
+    # tests/data/README.md: 4 stories appear twice, each time labelled by hand, the labels partly agreeing.
+    assert agreement["stories_labelled_twice"] == 4
     assert 0 < agreement["key_topics_f1_fuzzy"] < 1

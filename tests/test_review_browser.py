@@ -26,8 +26,8 @@ from app.core.db import reset_caches, session_scope
 from app.models import Record
 from tests.conftest import TEST_API_KEY
 from tests.export_helpers import insert_seed_records
-from tests.seed import load_seed_requests
-from tests.tiny_model import SEED_DIR
+from tests.fixtures import LABELLED, labelled_rows
+from training.seed_data import load_seed_requests
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path(os.environ.get("ENHANCER_CHROMIUM", "/usr/bin/chromium"))
@@ -36,7 +36,7 @@ CHROMIUM_FLAGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]  # fmt: skip
 SEED_RECORDS = 10
-NEW_SUMMARY = "OpenAI and Broadcom will build 10 GW of custom AI accelerators, starting in late 2026."
+NEW_SUMMARY = "Broadcom will co-design Meta's next inference accelerator, with first silicon in late 2026."
 
 
 def _free_port() -> int:
@@ -47,15 +47,14 @@ def _free_port() -> int:
 
 @pytest.fixture
 def review_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
-    """A real uvicorn serving the app on a free port, over a SQLite database with seed records."""
+    """A real uvicorn serving the app on a free port, over a SQLite database with records of tests/data."""
     env = {"ENHANCER_DATA_DIR": str(tmp_path / "data"), "ENHANCER_API_KEYS": TEST_API_KEY}
     monkeypatch.delenv("DATABASE_URL", raising=False)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     reset_caches()
-    lines = (SEED_DIR / "annotated_train.jsonl").read_text(encoding="utf-8").splitlines()[:SEED_RECORDS]
-    annotations = [json.loads(line)["annotation"] for line in lines]
-    requests = load_seed_requests(SEED_DIR / "annotated_train.jsonl")[:SEED_RECORDS]
+    annotations = [row["annotation"] for row in labelled_rows(SEED_RECORDS)]
+    requests = load_seed_requests(LABELLED)[:SEED_RECORDS]
     ids = insert_seed_records(requests, annotations)
     port = _free_port()
     log = (tmp_path / "uvicorn.log").open("wb")
@@ -140,7 +139,7 @@ def test_review_page_filter_correct_save_and_export_for_training(
     expect(rows).to_have_count(len(wanted))
     assert {rows.nth(i).get_attribute("data-record-id") for i in range(len(wanted))} == wanted
 
-    # Open the OpenAI/Broadcom record: its source text is beside the form.
+    # Open the Broadcom/Meta record: its source text is beside the form.
     target = next(r for r in records if r.id in wanted and "Broadcom" in r.item.subject)
     page.click(f"tr[data-record-id='{target.id}'] a")
     expect(page.locator("#source pre.source-text")).to_contain_text("Broadcom")

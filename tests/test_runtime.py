@@ -16,6 +16,7 @@ from transformers import AutoTokenizer
 
 from app.contract import generated_json_schema, news_metadata_json_schema
 from tests.conftest import REPO_ROOT
+from tests.fixtures import LABELLED
 from worker.bench import ENTRY_KEYS
 from worker.bench_items import item_from_body
 from worker.pipeline import _derive, build_prompt, enhance_items
@@ -199,7 +200,8 @@ def test_grammar_refuses_what_it_cannot_bound() -> None:
 
 def test_bench_json_prints_the_documented_keys(tiny_model_dir: Path, tmp_path: Path) -> None:
     command = [sys.executable, "-m", "app.cli", "bench", "--data-dir", str(tmp_path),
-               "--model", str(tiny_model_dir), "--items", "2", "--json", "--threads", "1",
+               "--data", str(LABELLED), "--model", str(tiny_model_dir), "--items", "2",
+               "--json", "--threads", "1",
                "--configs", "torch-fp32,openvino-genai-int8",
                "--overhead-config", "openvino-genai-int8", "--overhead-items", "1"]  # fmt: skip
     completed = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)

@@ -14,8 +14,7 @@ import pytest
 
 from app.contract.prompt import PromptItem, render_prompt
 from tests.fake_tinker import TINKER_LORA_ALPHA, FakeTinkerServer
-from tests.seed import seed_to_request
-from tests.tiny_model import SEED_DIR
+from tests.fixtures import labelled_rows
 from training.tinker_backend import (
     TinkerTrainingError,
     TinkerUnavailableError,
@@ -36,13 +35,14 @@ def fake_tinker(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
 
 @pytest.fixture(scope="module")
 def examples(tiny_model_dir: Path) -> list[TokenizedExample]:
-    """Seed items as chat prompts + labelled JSON targets: weight 0 on the prompt, 1 on the reply."""
+    """Seed-format items as chat prompts + labelled JSON targets: weight 0 on the prompt, 1 on the reply."""
     from transformers import AutoTokenizer
 
     from app.contract.metadata import render_target
+    from training.seed_data import seed_to_request
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    rows = [json.loads(line) for line in (SEED_DIR / "annotated_train.jsonl").read_text().splitlines()[:16]]
+    rows = labelled_rows(16)
     result = []
     for index, row in enumerate(rows):
         request = seed_to_request(row, index)

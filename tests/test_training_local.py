@@ -1,7 +1,8 @@
 """Training with the local backend: data rules, loss weights, resume, and train -> export -> serve.
 
-Everything is real: the tiny random Llama trains with PEFT on seed rows, is merged, exported to
-OpenVINO IR, registered and activated, and a real worker process picks it up on its next job.
+Everything is real: the tiny random Llama trains with PEFT on seed-format rows (tests/data), is
+merged, exported to OpenVINO IR, registered and activated, and a real worker process picks it up on
+its next job.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from app.contract import GeneratedMetadata, derive_fields
 from app.contract.metadata import CATEGORIES
 from app.main import create_app
 from tests.conftest import API_HEADERS, apply_env, wait_for_jobs
-from tests.tiny_model import SEED_DIR
+from tests.fixtures import LABELLED, labelled_lines
 from training.config import TrainConfig, load_config
 from training.data import (
     PLACEHOLDERS,
@@ -31,13 +32,6 @@ from training.data import (
     training_row,
 )
 from training.errors import ConfigError, DataError, TrainingError
-
-SEED_FILE = SEED_DIR / "annotated_train.jsonl"
-
-
-def seed_lines(count: int | None = None) -> list[str]:
-    lines = [line for line in SEED_FILE.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return lines[:count] if count else lines
 
 
 def write_lines(path: Path, lines: list[str]) -> Path:
@@ -63,7 +57,7 @@ def test_malformed_lines_are_all_named_and_nothing_trains(
     from app.cli import main
 
     lines = [
-        seed_lines(1)[0],  # 1: fine
+        labelled_lines(1)[0],  # 1: fine
         "{not json",  # 2
         record_line(relevance_score=11),  # 3: out of bounds
         json.dumps({"foo": 1}),  # 4: neither format
@@ -96,7 +90,7 @@ def test_unknown_base_model_is_one_clear_message(tmp_path: Path, capsys) -> None
     from app.cli import main
 
     missing = tmp_path / "no-such-model.gguf"
-    data = write_lines(tmp_path / "seed.jsonl", seed_lines(3))
+    data = write_lines(tmp_path / "seed.jsonl", labelled_lines(3))
     code = main(
         ["train", "--data", str(data), "--base-model", str(missing), "--data-dir", str(tmp_path / "d")]
     )
@@ -106,11 +100,11 @@ def test_unknown_base_model_is_one_clear_message(tmp_path: Path, capsys) -> None
 
 
 def test_split_is_deterministic_and_independent_of_line_order(tmp_path: Path) -> None:
-    lines = seed_lines()
+    lines = labelled_lines()
     examples = parse_lines(lines).examples
     train, validation = split_examples(examples, validation_fraction=0.2, seed=7)
     again = split_examples(parse_lines(reversed(lines)).examples, validation_fraction=0.2, seed=7)
-    assert len(validation) == 14 and len(train) == 54  # 68 stories (80 lines)
+    assert len(validation) == 5 and len(train) == 19  # 24 stories (28 lines): round(24 * 0.2) validate
     assert {e.key for e in validation} == {e.key for e in again[1]}
     assert not {e.key for e in train} & {e.key for e in validation}
     other_seed = split_examples(examples, validation_fraction=0.2, seed=8)[1]
@@ -118,14 +112,17 @@ def test_split_is_deterministic_and_independent_of_line_order(tmp_path: Path) ->
 
 
 def test_duplicates_removed_and_the_later_line_wins(tmp_path: Path) -> None:
-    # The seed file repeats 12 stories under a decorated headline ("📰 **...**"), labelled twice.
-    seed = parse_lines(seed_lines())
-    assert (len(seed.examples), seed.duplicates_removed) == (68, 12)
-    notebooklm = next(e for e in seed.examples if e.item.headline.startswith("NotebookLM Video Overviews"))
-    assert notebooklm.line == 14 and notebooklm.labels["relevance_score"] == 5  # line 2 said 10
+    # The labelled file repeats 3 stories under a decorated headline ("📰 **...**") and 1 under another
+    # tracking parameter, each labelled twice.
+    seed = parse_lines(labelled_lines())
+    assert (len(seed.examples), seed.duplicates_removed) == (24, 4)
+    memory = next(e for e in seed.examples if e.item.headline.startswith("Claude gets project memory"))
+    assert memory.line == 14 and memory.labels["relevance_score"] == 5  # line 2 said 8
     assert not any("**" in e.item.headline for e in seed.examples)
+    rebellions = next(e for e in seed.examples if "Rebellions" in e.item.headline)
+    assert rebellions.line == 26 and rebellions.labels["relevance_score"] == 4  # line 21 said 5
 
-    first, second = seed_lines(2)
+    first, second = labelled_lines(2)
     changed = json.loads(first)
     changed["annotation"]["relevance_score"] = 2
     changed["messages"][0]["content"] = changed["messages"][0]["content"].replace(
@@ -191,7 +188,7 @@ def test_unlabelled_fields_get_zero_weight(tiny_model_dir: Path) -> None:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    seed = json.loads(seed_lines(1)[0])
+    seed = json.loads(labelled_lines(1)[0])
     seed["annotation"]["summary"] = ""  # unlabelled, like most seed rows
     (example,) = parse_lines([json.dumps(seed)]).examples
     encoded = encode_example(example, tokenizer)
@@ -237,7 +234,7 @@ def test_field_weights_scale_a_labelled_field_and_never_a_placeholder(tiny_model
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    (example,) = parse_lines(seed_lines(1)).examples
+    (example,) = parse_lines(labelled_lines(1)).examples
     plain = encode_example(example, tokenizer)
     weighted = encode_example(example, tokenizer, field_weights={"entities": 3.0, "categories": 5.0})
     assert "entities" not in plain.placeholders and "categories" in plain.placeholders
@@ -287,7 +284,7 @@ def _tiny_examples(tiny_model_dir: Path, count: int):  # type: ignore[no-untyped
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    examples = parse_lines(seed_lines(count)).examples
+    examples = parse_lines(labelled_lines(count)).examples
     train, validation = split_examples(examples, validation_fraction=0.25, seed=0)
     return (
         tokenize_examples(train, tokenizer, max_length=2048)[0],
@@ -303,7 +300,7 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path: Path, tiny_model_di
     from training.local_backend import train_local
 
     train, validation, pad_id = _tiny_examples(tiny_model_dir, 6)
-    config = load_config(data=SEED_FILE, base_model=str(tiny_model_dir), epochs=2, batch_size=2, rank=4,
+    config = load_config(data=LABELLED, base_model=str(tiny_model_dir), epochs=2, batch_size=2, rank=4,
                          learning_rate=1e-2, output_dir=tmp_path / "run", cpu_threads=1)  # fmt: skip
 
     def run(config, output_dir: Path):  # type: ignore[no-untyped-def]
@@ -364,9 +361,9 @@ def test_train_export_register_activate_and_serve(
     with session_scope() as session:
         register_version_dir(session, version_id="tiny-base", version_dir=base_dir, activate=True)
 
-    data = write_lines(tmp_path / "seed.jsonl", seed_lines(12))
-    seed_items = [json.loads(line) for line in seed_lines(3)]
-    from tests.seed import seed_to_request
+    data = write_lines(tmp_path / "seed.jsonl", labelled_lines(12))
+    seed_items = [json.loads(line) for line in labelled_lines(3)]
+    from training.seed_data import seed_to_request
 
     requests = [seed_to_request(row, i) for i, row in enumerate(seed_items)]
     start_worker(service_env)

@@ -6,13 +6,9 @@ It goes through exactly the loading, generation, training and export code that r
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
-# The seed data lives beside the checkout (../shared/data/seed), as on CI; ENHANCER_SEED_DIR overrides.
-SEED_DIR = Path(
-    os.environ.get("ENHANCER_SEED_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data" / "seed"
-)
+from tests.fixtures import labelled_lines
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
@@ -26,10 +22,7 @@ def _corpus() -> list[str]:
     from app.contract.prompt import SYSTEM_PROMPT
 
     texts = [SYSTEM_PROMPT, " ".join(CATEGORIES), '{"summary": "", "key_topics": []}']
-    seed = SEED_DIR / "annotated_train.jsonl"
-    if seed.exists():
-        for line in seed.read_text(encoding="utf-8").splitlines()[:40]:
-            texts.append(json.loads(line)["messages"][0]["content"])
+    texts += [json.loads(line)["messages"][0]["content"] for line in labelled_lines(40)]
     return texts
 
 

@@ -15,9 +15,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from app.contract import EnhanceItem
+from training.seed_data import ANNOTATED_TRAIN, seed_dir
 from worker.pipeline import ItemInput
 
-SEED_FILE = Path(__file__).resolve().parents[2] / "shared" / "data" / "seed" / "annotated_train.jsonl"
+# `enhancer bench` without --data: the seed data's labelled items ($ENHANCER_SEED_DIR or ../shared/data/seed).
+SEED_FILE = seed_dir() / ANNOTATED_TRAIN
 
 _BASE = {
     "source": "TLDR AI",
