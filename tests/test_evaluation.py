@@ -152,8 +152,8 @@ def _fake_trained_version(tmp_path: Path, train_file: Path) -> Path:
 
 
 def test_overlap_guard_refuses_training_items(tmp_path: Path) -> None:
-    from training.evaluation.guard import TrainTestOverlapError, UnverifiableTrainingDataError
     from training.evaluation.items import load_eval_items
+    from training.evaluation.overlap import TrainTestOverlapError, UnverifiableTrainingDataError
     from training.evaluation.runner import evaluate
 
     lines = LABELLED.read_text(encoding="utf-8").splitlines()
@@ -167,7 +167,7 @@ def test_overlap_guard_refuses_training_items(tmp_path: Path) -> None:
     with pytest.raises(TrainTestOverlapError, match=r"9 of 12 evaluation items.*line 10, line 14, line 15"):
         evaluate(str(version), items[:12])
     # Line 14 repeats the story of line 2 (same headline and URL): it counts as trained on.
-    from training.evaluation.guard import check_no_overlap, trained_items
+    from training.evaluation.overlap import check_no_overlap, trained_items
 
     repeat = next(i for i in items if i.line == 14)
     with pytest.raises(TrainTestOverlapError):
@@ -176,7 +176,7 @@ def test_overlap_guard_refuses_training_items(tmp_path: Path) -> None:
     # The unlabelled file repeats training stories with other headline markup and tracking parameters
     # (those of lines 1, 3, 6 and 9): caught too.
     test_items = load_eval_items(UNLABELLED)
-    from training.evaluation.guard import held_out
+    from training.evaluation.overlap import held_out
 
     kept, removed = held_out(test_items, trained_items(version))
     assert removed == 4 and len(kept) == len(test_items) - removed

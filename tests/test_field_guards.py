@@ -6,8 +6,7 @@ import json
 
 import pytest
 
-from app.contract.prompt import SYSTEM_PROMPT
-from worker.field_guards import (
+from app.contract.field_guards import (
     ACTION_ITEM_REPEATS_LABEL,
     SUMMARY_COPIES_INSTRUCTIONS,
     SUMMARY_FROM_ITEM,
@@ -19,6 +18,7 @@ from worker.field_guards import (
     kept_action_items,
     repeats_labels,
 )
+from app.contract.prompt import SYSTEM_PROMPT
 from worker.pipeline import (
     EnhanceOutcome,
     ItemInput,

@@ -50,6 +50,12 @@ def register_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
     optim.add_argument(
         "--field-weights", dest="field_weights", help="loss weight per field, e.g. entities=3,key_topics=2"
     )
+    optim.add_argument(
+        "--silver-summaries",
+        dest="silver_summaries",
+        action=argparse.BooleanOptionalAction,
+        help="items without a gold summary learn their first sentence (default on)",
+    )
     optim.add_argument("--max-length", dest="max_length", type=int)
     optim.add_argument("--max-steps", dest="max_steps", type=int)
     optim.add_argument("--seed", type=int)

@@ -54,6 +54,11 @@ class TrainConfig(BaseModel):
         description="Loss weight of the tokens inside a labelled field's value, by GeneratedMetadata "
         "field name (others 1.0): weight the fields the labels are about over JSON the grammar forces.",
     )
+    silver_summaries: bool = Field(
+        default=True,
+        description="Items without a gold summary learn their own first sentence that the field guards "
+        "accept (most seed items have no gold summary); off: a zero-weight placeholder.",
+    )
     max_length: int = Field(default=1024, ge=16, description="Longer examples are left out (and reported).")
     max_steps: int | None = Field(default=None, ge=1, description="Stop after this many optimiser steps.")
     seed: int = 0
@@ -126,8 +131,8 @@ class TrainConfig(BaseModel):
     def fingerprint(self) -> dict[str, Any]:
         """The settings a checkpoint must share with the run that resumes it."""
         keep = {"base_model", "rank", "alpha", "dropout", "target_modules", "learning_rate", "lr_schedule",
-                "warmup_ratio", "weight_decay", "epochs", "batch_size", "field_weights", "max_length",
-                "max_steps", "seed", "validation_fraction"}  # fmt: skip
+                "warmup_ratio", "weight_decay", "epochs", "batch_size", "field_weights", "silver_summaries",
+                "max_length", "max_steps", "seed", "validation_fraction"}  # fmt: skip
         return self.model_dump(mode="json", include=keep)
 
 

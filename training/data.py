@@ -35,6 +35,7 @@ from app.contract import (
     render_target,
     strip_tracking,
 )
+from app.contract.field_guards import lead_sentences, summary_rejection
 from app.contract.grounding import dedupe, normalize_text
 from app.contract.metadata import (
     ENTITIES_MAX_ITEMS,
@@ -46,6 +47,7 @@ from app.contract.metadata import (
     TOPIC_MIN,
     TOPICS_MAX_ITEMS,
 )
+from app.core.hashing import file_sha256  # noqa: F401  (re-exported: training's data identity)
 from training.errors import DataError, TrainingError
 from training.types import TokenizedExample
 
@@ -91,17 +93,29 @@ class LabeledExample:
     line: int
     key: str
 
-    def target(self) -> tuple[dict[str, Any], frozenset[str]]:
-        """A complete metadata dict (labels + placeholders) and the names of the placeholder fields."""
+    def target(self, *, silver_summaries: bool = False) -> tuple[dict[str, Any], frozenset[str]]:
+        """A complete metadata dict (labels + placeholders) and the names of the placeholder fields.
+
+        `silver_summaries`: an item without a gold summary learns its own first sentence that the
+        field guards accept (newsletter blurbs lead with what happened), instead of a placeholder."""
         target: dict[str, Any] = {}
         placeholders = set()
         for name in GENERATED_FIELDS:
             if name in self.labels:
                 target[name] = self.labels[name]
+            elif name == "summary" and silver_summaries and (silver := self.silver_summary()) is not None:
+                target[name] = silver
             else:
                 target[name] = _placeholder_summary(self.item) if name == "summary" else PLACEHOLDERS[name]
                 placeholders.add(name)
         return target, frozenset(placeholders)
+
+    def silver_summary(self) -> str | None:
+        labels = [*self.labels.get("key_topics", []), *self.labels.get("entities", [])]
+        for sentence in lead_sentences(self.item.text):
+            if summary_rejection(sentence, headline=self.item.headline, labels=labels) is None:
+                return sentence
+        return None
 
 
 @dataclass
@@ -445,10 +459,6 @@ def text_line(path: Path, byte_offset: int) -> int:
     return path.read_bytes()[:byte_offset].count(b"\n") + 1
 
 
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 # ---------------------------------------------------------------------------------------------
 # Split
 
@@ -494,7 +504,11 @@ def field_spans(text: str, target: Mapping[str, Any]) -> dict[str, tuple[int, in
 
 
 def encode_example(
-    example: LabeledExample, tokenizer: Any, *, field_weights: Mapping[str, float] | None = None
+    example: LabeledExample,
+    tokenizer: Any,
+    *,
+    field_weights: Mapping[str, float] | None = None,
+    silver_summaries: bool = False,
 ) -> EncodedExample:
     """Prompt and completion tokenized separately, exactly as the worker sees the prompt.
 
@@ -508,7 +522,7 @@ def encode_example(
     eos_id = tokenizer.eos_token_id
     if eos_id is None:
         raise TrainingError("the tokenizer has no EOS token: cannot teach the model to stop")
-    target, placeholders = example.target()
+    target, placeholders = example.target(silver_summaries=silver_summaries)
     completion = render_target(target)
     spans = field_spans(completion, target)
     zero_spans = [spans[name] for name in placeholders]
@@ -540,12 +554,15 @@ def tokenize_examples(
     *,
     max_length: int,
     field_weights: Mapping[str, float] | None = None,
+    silver_summaries: bool = False,
 ) -> tuple[list[TokenizedExample], list[str]]:
     """(tokenized examples, notes about the ones left out because they exceed max_length)."""
     tokenized = []
     skipped = []
     for example in examples:
-        encoded = encode_example(example, tokenizer, field_weights=field_weights)
+        encoded = encode_example(
+            example, tokenizer, field_weights=field_weights, silver_summaries=silver_summaries
+        )
         row = encoded.to_tokenized(example.key[:16])
         if len(row.input_ids) > max_length:
             skipped.append(

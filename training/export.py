@@ -19,7 +19,7 @@ from typing import Any
 from app.core.config import Settings
 from app.registry import MANIFEST_FILE, register_version_dir, write_manifest
 from training.errors import TrainingError
-from worker.runtime.loading import REGISTRY_HF_DIR, export_openvino
+from worker.runtime.loading import REGISTRY_HF_DIR, export_openvino, merge_adapter
 
 log = logging.getLogger(__name__)
 
@@ -44,22 +44,6 @@ def directory_sha256(path: Path) -> str:
             for block in iter(lambda h=handle: h.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
-
-
-def merge_adapter(base_location: str, adapter_dir: Path, target: Path) -> Path:
-    """Base weights + LoRA merged into plain transformers weights (OpenVINO cannot apply PEFT)."""
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    base = AutoModelForCausalLM.from_pretrained(base_location, dtype=torch.float32)
-    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
-    merged.save_pretrained(tmp)
-    AutoTokenizer.from_pretrained(base_location).save_pretrained(tmp)
-    tmp.rename(target)
-    return target
 
 
 def ensure_openvino_tokenizer(hf_dir: Path, ir_dir: Path) -> bool:

@@ -53,12 +53,12 @@ class TrainResult:
 def resolve_base_model(base_model: str | None, settings: Settings) -> ResolvedBaseModel:
     """HF id | HF dir | .gguf | registry dir -> a location transformers loads, or BaseModelError."""
     if base_model is None:
-        from worker.model_pull import DEFAULT_MODEL
+        from worker.model_pull import BASE_MODEL
 
-        default_dir = settings.models_dir / DEFAULT_MODEL.version_id
+        default_dir = settings.models_dir / BASE_MODEL.version_id
         if not (default_dir / MANIFEST_FILE).exists():
             raise BaseModelError(
-                f"no base model given and the default ({DEFAULT_MODEL.version_id}) is not in "
+                f"no base model given and the default ({BASE_MODEL.version_id}) is not in "
                 f"{settings.models_dir}: pass --base-model ID|DIR|GGUF or run `enhancer model pull`"
             )
         base_model = str(default_dir)
@@ -189,12 +189,13 @@ def train(config: TrainConfig, *, settings: Settings | None = None) -> TrainResu
     train_rows, validation_rows = split_examples(
         loaded.examples, validation_fraction=config.validation_fraction, seed=config.seed
     )
-    train_examples, skipped = tokenize_examples(
-        train_rows, tokenizer, max_length=config.max_length, field_weights=config.field_weights
-    )
-    validation_examples, skipped_validation = tokenize_examples(
-        validation_rows, tokenizer, max_length=config.max_length, field_weights=config.field_weights
-    )
+    encoding = {
+        "max_length": config.max_length,
+        "field_weights": config.field_weights,
+        "silver_summaries": config.silver_summaries,
+    }
+    train_examples, skipped = tokenize_examples(train_rows, tokenizer, **encoding)
+    validation_examples, skipped_validation = tokenize_examples(validation_rows, tokenizer, **encoding)
     notes = [*loaded.notes, *skipped, *skipped_validation]
     for note in notes:
         log.info("data: %s", note)

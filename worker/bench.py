@@ -365,7 +365,11 @@ def format_table(report: dict[str, Any]) -> str:
     ]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for e in report["configs"]:
-        counted = {**e.get("rejections", {}), **{f"dropped {k}": v for k, v in e.get("dropped", {}).items()}}
+        counted = {
+            **e.get("rejections", {}),
+            **{f"dropped {k}": v for k, v in e.get("dropped", {}).items()},
+            **{f"repaired {k}": v for k, v in e.get("repairs", {}).items()},
+        }
         if counted:
             lines.append(f"{e['name']}: " + ", ".join(f"{key} x{count}" for key, count in counted.items()))
     overhead = report.get("constraint_overhead")
@@ -380,12 +384,12 @@ def format_table(report: dict[str, Any]) -> str:
 
 def default_model() -> str:
     from app.core.config import get_settings
-    from worker.model_pull import DEFAULT_MODEL
+    from worker.model_pull import TUNED_MODEL
 
     settings = get_settings()
     if settings.model_source:
         return settings.model_source
-    registered = settings.models_dir / DEFAULT_MODEL.version_id
+    registered = settings.models_dir / TUNED_MODEL.version_id
     if registered.is_dir():
         return str(registered)
     raise SystemExit("error: no model: pass --model, set ENHANCER_MODEL, or run `enhancer model pull`")

@@ -13,7 +13,6 @@ from kombu import Queue
 from app.core.config import get_settings
 
 TASK_ENHANCE = "worker.tasks.enhance_jobs"
-TASK_RECONCILE = "worker.tasks.reconcile"
 QUEUE = "enhance"
 
 

@@ -26,9 +26,7 @@ from app.contract import (
     strip_tracking,
 )
 from app.contract.derived import DerivedFields
-from app.contract.grounding import dedupe, is_grounded, normalize_text
-from app.contract.prompt import MAX_PROMPT_TEXT_CHARS
-from worker.field_guards import (
+from app.contract.field_guards import (
     ACTION_ITEM_REPEATS_LABEL,
     SUMMARY_FROM_ITEM,
     TOPIC_REPEATS_WORDS,
@@ -39,6 +37,8 @@ from worker.field_guards import (
     lead_sentences,
     summary_rejection,
 )
+from app.contract.grounding import dedupe, is_grounded, normalize_text
+from app.contract.prompt import MAX_PROMPT_TEXT_CHARS
 from worker.runtime.base import GREEDY, RETRY, GenerationResult, ModelRuntime
 from worker.runtime.schema_budget import retry_schema, token_budget
 

@@ -23,7 +23,7 @@ from app.crud import (
     renew_leases,
 )
 from app.models import new_id
-from worker.celery_app import TASK_ENHANCE, TASK_RECONCILE, celery_app, enqueue_jobs
+from worker.celery_app import TASK_ENHANCE, celery_app, enqueue_jobs
 from worker.model_holder import ModelHolder
 from worker.pipeline import EnhanceOutcome, ItemInput, enhance_items
 from worker.stats import WORKER_STATS
@@ -150,11 +150,6 @@ class LeaseKeeper(threading.Thread):
     def stop(self) -> None:
         self.stopped.set()
         self.join(timeout=5)
-
-
-@celery_app.task(name=TASK_RECONCILE)
-def reconcile() -> dict[str, int]:
-    return reconcile_once()
 
 
 def reconcile_once() -> dict[str, int]:

@@ -15,7 +15,7 @@ from app.contract.metadata import (
     render_target,
 )
 from app.contract.prompt import PromptItem, build_messages, render_prompt
-from app.contract.request import EnhanceItem, EnhanceRequest
+from app.contract.request import EnhanceItem
 
 __all__ = [
     "CATEGORIES",
@@ -23,7 +23,6 @@ __all__ = [
     "SCHEMA_VERSION",
     "DerivedFields",
     "EnhanceItem",
-    "EnhanceRequest",
     "GeneratedMetadata",
     "NewsMetadata",
     "PromptItem",

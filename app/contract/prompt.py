@@ -67,10 +67,3 @@ def render_prompt(item: PromptItem, tokenizer: ChatTokenizer | None) -> str:
         rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return str(rendered)
     return PLAIN_TEMPLATE.format(system=messages[0]["content"], user=messages[1]["content"])
-
-
-def render_training_example(
-    item: PromptItem, target: Any, tokenizer: ChatTokenizer | None
-) -> tuple[str, str]:
-    """(prompt, completion): loss goes on the completion only. EOS is appended by the caller."""
-    return render_prompt(item, tokenizer), render_target(target)

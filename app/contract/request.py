@@ -12,7 +12,6 @@ from pydantic import (
     Field,
     StringConstraints,
     field_validator,
-    model_validator,
 )
 
 # Generous: the prompt renderer truncates to the model's budget; this only stops abuse.
@@ -76,20 +75,3 @@ class EnhanceBatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     items: list[EnhanceItem] = Field(min_length=1, max_length=MAX_BATCH_ITEMS)
-
-
-class EnhanceRequest(BaseModel):
-    """Body of POST /v1/enhance: a single item object, or {"items": [...]}."""
-
-    items: list[EnhanceItem]
-    single: bool = True
-
-    @model_validator(mode="before")
-    @classmethod
-    def _one_or_many(cls, data: object) -> object:
-        if isinstance(data, dict) and "items" in data and "single" not in data:
-            batch = EnhanceBatch.model_validate(data)
-            return {"items": batch.items, "single": False}
-        if isinstance(data, dict) and "single" not in data:
-            return {"items": [EnhanceItem.model_validate(data)], "single": True}
-        return data

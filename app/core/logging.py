@@ -56,13 +56,20 @@ def make_formatter() -> logging.Formatter:
     return JsonFormatter() if json_enabled() else logging.Formatter(TEXT_FORMAT)
 
 
-def configure_logging(level: int = logging.INFO) -> None:
+# Libraries whose INFO lines say nothing a user acts on ("Context impl SQLiteImpl."): warnings only,
+# unless --verbose.
+QUIET_LOGGERS = ("alembic",)
+
+
+def configure_logging(level: int = logging.INFO, *, verbose: bool = False) -> None:
     """Root logger to stderr in the chosen format (replaces handlers a previous call installed)."""
     handler = logging.StreamHandler()
     handler.setFormatter(make_formatter())
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.WARNING)
 
 
 def uvicorn_log_config() -> dict[str, Any]:

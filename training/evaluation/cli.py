@@ -22,8 +22,8 @@ def register_eval(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     cmd.set_defaults(handler=cmd_eval)
     cmd.add_argument(
         "--model",
-        help="registry version id, version/HF directory, .gguf or HF id (default: the registry's "
-        "smollm2-135m-instruct); with --compare: the base model",
+        help="registry version id, version/HF directory, .gguf or HF id (default: the served "
+        "smollm2-135m-newsletter); with --compare: the base model (default smollm2-135m-instruct)",
     )
     cmd.add_argument("--data", type=Path, required=True, help="JSONL: annotated seed rows or record rows")
     cmd.add_argument("--limit", type=int, help="only the first N items")
@@ -71,14 +71,15 @@ def register_eval(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     )
 
 
-def resolve_model(model: str | None) -> str:
-    """A registry version id means that version's directory; anything else goes to load_runtime."""
+def resolve_model(model: str | None, *, base: bool = False) -> str:
+    """A registry version id means that version's directory; anything else goes to load_runtime.
+    No model: the served default (tuned), or its base for `--compare` (`base=True`)."""
     from app.core.config import get_settings
-    from worker.model_pull import DEFAULT_MODEL
+    from worker.model_pull import TUNED_MODEL
 
     models_dir = get_settings().models_dir
     if model is None:
-        return str(models_dir / DEFAULT_MODEL.version_id)
+        return str(models_dir / (TUNED_MODEL.base.version_id if base else TUNED_MODEL.version_id))
     if Path(model).expanduser().exists():
         return str(Path(model).expanduser().resolve())
     if "/" not in model and (models_dir / model).is_dir():
@@ -115,7 +116,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
             options = CompareOptions(
                 data=args.data,
-                base_model=resolve_model(args.model),
+                base_model=resolve_model(args.model, base=True),
                 reports_dir=args.reports,
                 folds=args.folds,
                 epochs=args.epochs,

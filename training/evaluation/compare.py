@@ -28,13 +28,13 @@ from typing import TYPE_CHECKING, Any
 
 from training.data import file_sha256
 from training.evaluation.composite import composite_items, composite_scores
-from training.evaluation.guard import (
+from training.evaluation.items import EvalItem, load_eval_items
+from training.evaluation.overlap import (
     UnverifiableTrainingDataError,
     held_out,
     read_registry_manifest,
     trained_items,
 )
-from training.evaluation.items import EvalItem, load_eval_items
 from training.evaluation.registry_scores import store_scores
 from training.evaluation.runner import Prediction, evaluate, load_eval_runtime, score
 

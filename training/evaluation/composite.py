@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from training.evaluation import metrics as m
-from training.evaluation.guard import TrainedItems, held_out, trained_items_from_file
 from training.evaluation.items import EvalItem, load_eval_items
+from training.evaluation.overlap import TrainedItems, held_out, trained_items_from_file
 
 WEIGHTS = {"rouge_1": 0.2, "rouge_l": 0.2, "bertscore_f1": 0.3, "semantic_similarity": 0.2, "json_valid": 0.1}
 UPSTREAM = {"base (Llama 3.2-1B)": 0.3302, "Unsloth LoRA": 0.2664, "Tinker LoRA": 0.8674}

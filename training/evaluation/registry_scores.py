@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from app.registry import read_manifest, update_manifest
-from training.evaluation.guard import read_registry_manifest
+from training.evaluation.overlap import read_registry_manifest
 
 log = logging.getLogger(__name__)
 

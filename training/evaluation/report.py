@@ -31,7 +31,7 @@ TABLE_ROWS: list[tuple[str, str, str | None]] = [
     ("consistency", "consistency (identical over runs)", None),
     ("p50_s", "latency p50 (s per item, batch)", None),
     ("p95_s", "latency p95 (s per item, batch)", None),
-    # The field guards (worker/field_guards.py), read against the same generations without them.
+    # The field guards (app/contract/field_guards.py), read against the same generations without them.
     ("flagged_summary_or_topic_rate", "records whose summary/topics the guards reject", None),
     ("flagged_summary_or_topic_rate_unguarded", "... the same, without the guards", None),
     ("flagged_action_items_rate", "records with an action item that repeats a label", None),

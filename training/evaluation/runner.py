@@ -20,10 +20,10 @@ from typing import Any
 import jsonschema
 
 from app.contract import generated_json_schema, render_target
+from app.contract.field_guards import guard_rejection, kept_action_items
 from training.evaluation import metrics as m
-from training.evaluation.guard import check_no_overlap, trained_items
 from training.evaluation.items import EvalItem, Gold
-from worker.field_guards import guard_rejection, kept_action_items
+from training.evaluation.overlap import check_no_overlap, trained_items
 from worker.pipeline import EnhanceOutcome, count_reasons, enhance_items, unguarded_metadata
 from worker.runtime.base import GenerationResult, ModelRuntime
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from app.core.hashing import file_sha256
 from worker.runtime.base import ModelRuntime, RuntimeInfo
 
 log = logging.getLogger(__name__)
@@ -54,14 +56,6 @@ def classify_source(source: str) -> ModelSource:
     return ModelSource("hf_id", source)
 
 
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _gguf_special_token_ids(gguf_path: Path) -> dict[str, int]:
     import gguf
 
@@ -104,7 +98,7 @@ def gguf_to_hf_dir(gguf_path: Path, target: Path) -> Path:
 
 
 def gguf_cache_dir(gguf_path: Path, cache_dir: Path) -> Path:
-    return cache_dir / f"gguf-{_file_digest(gguf_path)[:16]}"
+    return cache_dir / f"gguf-{file_sha256(gguf_path)[:16]}"
 
 
 def ensure_hf_dir(source: ModelSource, cache_dir: Path) -> str:
@@ -156,6 +150,23 @@ def export_openvino(hf_location: str, target: Path, precision: str) -> Path:
         log.warning(
             "tokenizer not converted to OpenVINO IR (%s): the openvino-genai backend will retry", error
         )
+    tmp.rename(target)
+    return target
+
+
+def merge_adapter(base_location: str, adapter_dir: Path, target: Path) -> Path:
+    """Base weights + LoRA merged into plain transformers weights (OpenVINO cannot apply PEFT)."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    base = AutoModelForCausalLM.from_pretrained(base_location, dtype=torch.float32)
+    # A shipped adapter is fp16: PEFT's autocast_adapter_dtype (on) loads it as fp32, the base's dtype.
+    merged = PeftModel.from_pretrained(base, str(adapter_dir), autocast_adapter_dtype=True).merge_and_unload()
+    merged.save_pretrained(tmp)
+    AutoTokenizer.from_pretrained(base_location).save_pretrained(tmp)
     tmp.rename(target)
     return target
 

@@ -18,6 +18,7 @@ from typing import Any
 from training.data import file_sha256, load_examples, split_examples
 from training.errors import TrainingError
 from training.evaluation.items import EvalItem, url_key
+from training.seed_data import seed_dir
 from worker.runtime.loading import MANIFEST_FILE
 
 
@@ -78,9 +79,12 @@ def trained_items(model_source: str | Path, *, trained_on: Path | None = None) -
         "validation_fraction": float(config.get("validation_fraction", 0.0)),
         "seed": int(config.get("seed", 0)),
     }
-    recorded_sha = (manifest or {}).get("data_sha256")
+    data = (manifest or {}).get("data") or {}
+    recorded_sha = (manifest or {}).get("data_sha256") or data.get("sha256")
     candidates = [trained_on] if trained_on is not None else []
-    recorded_path = ((manifest or {}).get("data") or {}).get("path")
+    # `enhancer train` records the file's path; a shipped adapter (training/adapters) only its name,
+    # a seed file: look for it where the seed data is.
+    recorded_path = data.get("path") or (str(seed_dir() / data["file"]) if data.get("file") else None)
     if recorded_path:
         candidates.append(Path(recorded_path))
     for candidate in candidates:
