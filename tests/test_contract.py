@@ -188,3 +188,11 @@ def test_enhance_item_requires_fields_and_accepts_from_alias() -> None:
         EnhanceItem.model_validate({"source": "s"})
     missing = {e["loc"][0] for e in error.value.errors()}
     assert {"subject", "from", "date", "message_id", "content"} <= missing
+
+
+def test_a_link_given_by_the_ingester_is_not_html_unescaped() -> None:
+    # "&dd;" is an HTML entity (U+2146): unescaping the ingester's link used to change its query.
+    derived = derive_fields(content="plain text", links=["http://0.aa/?campaign_id=&dd;=x"], has_html=False)
+    assert derived.links == ["http://0.aa/?dd%3B=x"]
+    in_text = derive_fields(content="see https://a.example/p?x=1&amp;utm_source=t", has_html=False)
+    assert in_text.links == ["https://a.example/p?x=1"]

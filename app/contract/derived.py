@@ -108,7 +108,7 @@ class DerivedFields:
 
 
 def _clean_link(url: str) -> str | None:
-    url = html.unescape(url).strip().rstrip(".,;:!?*")
+    url = url.strip().rstrip(".,;:!?*")
     if not url.lower().startswith(("http://", "https://")):
         return None
     try:
@@ -123,7 +123,11 @@ def derive_fields(
     """Everything about an item that code can know for certain."""
     is_html = looks_like_html(content) if has_html is None else has_html
     text, hrefs = _extract(content, is_html)
-    candidates = [*(links or []), *hrefs, *_URL_RE.findall(content if not is_html else text)]
+    # Links the ingester gives are URLs, and hrefs come unescaped from the HTML parser; only URLs
+    # found in plain text may still carry entities ("&amp;"): unescaping a given link would turn
+    # "?a=1&dd;=2" into "?a=1ⅆ=2".
+    found = _URL_RE.findall(text) if is_html else [html.unescape(url) for url in _URL_RE.findall(content)]
+    candidates = [*(links or []), *hrefs, *found]
     seen: dict[str, None] = {}
     for candidate in candidates:
         cleaned = _clean_link(candidate)
