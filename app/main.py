@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -45,7 +46,7 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
 
 
 async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-    detail = exc.detail
+    detail: str | list[dict[str, Any]] = exc.detail
     if exc.status_code == 422 and isinstance(detail, str):
         # Every 422 has the same shape (the spec's HTTPValidationError): a list of errors + message.
         detail = [{"loc": [], "msg": detail, "type": "value_error"}]

@@ -7,13 +7,13 @@ import re
 import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from training.errors import ConfigError
 
-ALL_LINEAR = "all-linear"
+ALL_LINEAR: Final = "all-linear"
 
 
 class TrainConfig(BaseModel):

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import TypeAdapter, ValidationError
+from pydantic.fields import FieldInfo
 
 from app.contract import (
     JSON_SEPARATORS,
@@ -57,9 +58,16 @@ GENERATED_FIELDS: tuple[str, ...] = tuple(GeneratedMetadata.model_fields)
 COMPUTED_FIELDS = frozenset(NewsMetadata.model_fields) - frozenset(GENERATED_FIELDS)
 ITEM_FIELDS = ("source", "headline", "content", "url", "date", "has_html")
 
+
+def _field_adapter(info: FieldInfo) -> TypeAdapter[Any]:
+    # A type built at run time from the field's annotation and FieldInfo: mypy accepts only static
+    # type expressions as a TypeForm, so the built type is held as Any.
+    annotated: Any = Annotated[info.annotation, info]
+    return TypeAdapter(annotated)
+
+
 _FIELD_ADAPTERS: dict[str, TypeAdapter[Any]] = {
-    name: TypeAdapter(Annotated[info.annotation, info])
-    for name, info in GeneratedMetadata.model_fields.items()
+    name: _field_adapter(info) for name, info in GeneratedMetadata.model_fields.items()
 }
 
 # Placeholders for unlabelled fields: schema-valid, zero loss weight. The summary placeholder is

@@ -9,6 +9,7 @@ models_dir/<version_id>/
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import shutil
@@ -41,7 +42,7 @@ def directory_sha256(path: Path) -> str:
     for file in sorted(p for p in path.rglob("*") if p.is_file()):
         digest.update(file.relative_to(path).as_posix().encode() + b"\0")
         with file.open("rb") as handle:
-            for block in iter(lambda h=handle: h.read(1 << 20), b""):
+            for block in iter(functools.partial(handle.read, 1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
 

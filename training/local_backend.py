@@ -87,7 +87,8 @@ def build_lora_model(base_location: str, config: TrainConfig, device: str) -> An
     base = AutoModelForCausalLM.from_pretrained(base_location, dtype=torch.float32)
     lora = LoraConfig(
         r=config.rank,
-        lora_alpha=config.alpha,
+        # peft annotates lora_alpha as int, but only divides by it (scaling = alpha / r): a float works.
+        lora_alpha=config.alpha,  # type: ignore[arg-type]
         lora_dropout=config.dropout,
         target_modules=ALL_LINEAR if config.target_modules == ALL_LINEAR else list(config.target_modules),
         bias="none",

@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO, Any
+from typing import IO, Any, Literal, cast
 
 from training.tinker_adapter import TinkerAdapterError, convert_tinker_adapter
 from training.types import TokenizedExample
@@ -190,7 +190,9 @@ def _datum(example: TokenizedExample) -> tuple[Any, list[float]]:
     weights = [float(w) for w in example.weights[1:]]
     datum = types.Datum(
         model_input=types.ModelInput.from_ints(list(example.input_ids[:-1])),
-        loss_fn_inputs={"target_tokens": list(example.input_ids[1:]), "weights": weights},
+        # Datum annotates loss_fn_inputs as dict[str, TensorData], but its __post_init__ converts
+        # lists (int64 targets, float32 weights) to TensorData itself.
+        loss_fn_inputs=cast(Any, {"target_tokens": list(example.input_ids[1:]), "weights": weights}),
     )
     return datum, weights
 
@@ -491,7 +493,7 @@ def train_tinker(
     summary: dict[str, Any] = {"base_model": base_model, "rank": rank, "steps": total_steps, "val_loss": []}
     wait = _Waiter(url, timeout_s=request_timeout_s, unreachable_after_s=unreachable_after_s)
     service = tinker.ServiceClient(base_url=url, api_key=key)
-    status = "errored"
+    status: Literal["success", "errored", "interrupted", "unreachable"] = "errored"
     try:
         with _MetricsLog(metrics_path) as metrics, _tinker_errors(url):
             client = wait(

@@ -189,13 +189,20 @@ def train(config: TrainConfig, *, settings: Settings | None = None) -> TrainResu
     train_rows, validation_rows = split_examples(
         loaded.examples, validation_fraction=config.validation_fraction, seed=config.seed
     )
-    encoding = {
-        "max_length": config.max_length,
-        "field_weights": config.field_weights,
-        "silver_summaries": config.silver_summaries,
-    }
-    train_examples, skipped = tokenize_examples(train_rows, tokenizer, **encoding)
-    validation_examples, skipped_validation = tokenize_examples(validation_rows, tokenizer, **encoding)
+    train_examples, skipped = tokenize_examples(
+        train_rows,
+        tokenizer,
+        max_length=config.max_length,
+        field_weights=config.field_weights,
+        silver_summaries=config.silver_summaries,
+    )
+    validation_examples, skipped_validation = tokenize_examples(
+        validation_rows,
+        tokenizer,
+        max_length=config.max_length,
+        field_weights=config.field_weights,
+        silver_summaries=config.silver_summaries,
+    )
     notes = [*loaded.notes, *skipped, *skipped_validation]
     for note in notes:
         log.info("data: %s", note)

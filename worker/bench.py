@@ -269,7 +269,7 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    versions = {}
+    versions: dict[str, str | None] = {}
     for package in ("openvino", "openvino-genai", "optimum-intel", "torch", "transformers", "xgrammar"):
         try:
             versions[package] = version(package)

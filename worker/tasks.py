@@ -85,10 +85,10 @@ def enhance_jobs(job_ids: list[str]) -> dict[str, int]:
         version_id = loaded.version_id
         WORKER_STATS.model_loaded(loaded)
         outcomes = enhance_items(loaded.runtime, [c[3] for c in claimed])
-    except Exception as error:  # model could not load or generate: retry with backoff, then fail
+    except Exception as exc:  # model could not load or generate: retry with backoff, then fail
         log.exception("model call failed for %d job(s)", len(claimed))
         model_failure = True
-        outcomes = [EnhanceOutcome(error=f"model error: {type(error).__name__}: {error}") for _ in claimed]
+        outcomes = [EnhanceOutcome(error=f"model error: {type(exc).__name__}: {exc}") for _ in claimed]
     finally:
         keeper.stop()
     elapsed = time.perf_counter() - started

@@ -46,11 +46,11 @@ def composite_scores(items: list[EvalItem], predictions: list[Any]) -> dict[str,
     """Composite and its parts over the items that have a reference reply."""
     from training.evaluation.embeddings import get_minilm
 
-    pairs = [(item, p) for item, p in zip(items, predictions, strict=True) if item.reference]
+    pairs = [(item.reference, p) for item, p in zip(items, predictions, strict=True) if item.reference]
     if not pairs:
         return {}
     candidates = [upstream_reply(p.metadata) if p.metadata is not None else p.final_text for _, p in pairs]
-    references = [item.reference for item, _ in pairs]
+    references = [reference for reference, _ in pairs]
     minilm = get_minilm()
     parts = {
         "rouge_1": m.mean(m.rouge_1(c, r) for c, r in zip(candidates, references, strict=True)),
@@ -58,7 +58,7 @@ def composite_scores(items: list[EvalItem], predictions: list[Any]) -> dict[str,
         "bertscore_f1": m.mean(
             minilm.bertscore(c, r).f1 for c, r in zip(candidates, references, strict=True)
         ),
-        "semantic_similarity": m.mean(minilm.cosine(candidates, references)),  # type: ignore[arg-type]
+        "semantic_similarity": m.mean(minilm.cosine(candidates, references)),
         "json_valid": m.mean(float(p.metadata is not None) for _, p in pairs),
     }
     composite = sum(WEIGHTS[name] * value for name, value in parts.items())

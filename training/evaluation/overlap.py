@@ -75,10 +75,8 @@ def trained_items(model_source: str | Path, *, trained_on: Path | None = None) -
             return trained_items_from_file(trained_on)
         return None
     config = training.get("config") or {}
-    split = {
-        "validation_fraction": float(config.get("validation_fraction", 0.0)),
-        "seed": int(config.get("seed", 0)),
-    }
+    validation_fraction = float(config.get("validation_fraction", 0.0))
+    seed = int(config.get("seed", 0))
     data = (manifest or {}).get("data") or {}
     recorded_sha = (manifest or {}).get("data_sha256") or data.get("sha256")
     candidates = [trained_on] if trained_on is not None else []
@@ -89,7 +87,7 @@ def trained_items(model_source: str | Path, *, trained_on: Path | None = None) -
         candidates.append(Path(recorded_path))
     for candidate in candidates:
         if candidate.is_file() and (recorded_sha is None or file_sha256(candidate) == recorded_sha):
-            return trained_items_from_file(candidate, **split)
+            return trained_items_from_file(candidate, validation_fraction=validation_fraction, seed=seed)
     raise UnverifiableTrainingDataError(
         f"{model_source} was trained on {recorded_path or 'an unrecorded file'} (sha256 {recorded_sha}), "
         "which is missing or changed: pass the training file with --trained-on so overlap can be checked"

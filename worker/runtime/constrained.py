@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import Any, cast
 
 import torch
 import xgrammar as xgr
@@ -97,4 +97,6 @@ class RepetitionGuard(StoppingCriteria):
             if row not in self.tripped and self.detector(tokens):
                 self.tripped.add(row)
             done[row] = row in self.tripped
-        return done
+        # StoppingCriteria.__call__ is annotated -> torch.BoolTensor (a legacy tensor-type class);
+        # torch's stubs type torch.zeros(dtype=torch.bool) as plain Tensor.
+        return cast(torch.BoolTensor, done)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -22,6 +22,21 @@ def _token_text(value: Any) -> str | None:
     if isinstance(value, dict):  # older tokenizer_config.json: {"content": "<s>", ...}
         return value.get("content")
     return value if isinstance(value, str) else None
+
+
+class _RenderJinjaTemplate(Protocol):
+    """`render_jinja_template` as it behaves: it returns (rendered texts, generation indices), though
+    transformers annotates it -> str; the special tokens (bos_token, ...) go to the template as
+    keyword arguments."""
+
+    def __call__(
+        self,
+        *,
+        conversations: list[list[dict[str, str]]],
+        chat_template: str,
+        add_generation_prompt: bool,
+        **special_tokens: str,
+    ) -> tuple[list[str], list[list[tuple[int, int]]]]: ...
 
 
 class LightTokenizer:
@@ -74,8 +89,10 @@ class LightTokenizer:
         tokenize: bool = False,
         add_generation_prompt: bool = False,
     ) -> str:
-        from transformers.utils.chat_template_utils import render_jinja_template
+        from transformers.utils import chat_template_utils
 
+        # transformers' annotation of the return value is wrong (see _RenderJinjaTemplate)
+        render_jinja_template = cast(_RenderJinjaTemplate, chat_template_utils.render_jinja_template)
         if tokenize:
             raise ValueError("LightTokenizer renders text only (tokenize=False)")
         if not self.chat_template:
