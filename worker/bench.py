@@ -382,28 +382,16 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def default_model() -> str:
-    from app.core.config import get_settings
-    from worker.model_pull import TUNED_MODEL
-
-    settings = get_settings()
-    if settings.model_source:
-        return settings.model_source
-    registered = settings.models_dir / TUNED_MODEL.version_id
-    if registered.is_dir():
-        return str(registered)
-    raise SystemExit("error: no model: pass --model, set ENHANCER_MODEL, or run `enhancer model pull`")
-
-
 def resolve_model(model: str | None) -> str:
+    """`--model`, else what the service serves (ENHANCER_MODEL or the active version)."""
     from app.core.config import get_settings
+    from app.registry import UnknownModelError
+    from app.registry import resolve_model as resolve
 
-    if model is None:
-        return default_model()
-    candidate = get_settings().models_dir / model
-    if "/" not in model and candidate.is_dir():  # a registry version id
-        return str(candidate)
-    return model
+    try:
+        return resolve(get_settings(), model)
+    except UnknownModelError as error:
+        raise SystemExit(f"error: {error}") from error
 
 
 def _parse_ov_config(pairs: list[str]) -> dict[str, str]:

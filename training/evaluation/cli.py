@@ -22,8 +22,9 @@ def register_eval(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     cmd.set_defaults(handler=cmd_eval)
     cmd.add_argument(
         "--model",
-        help="registry version id, version/HF directory, .gguf or HF id (default: the served "
-        "smollm2-135m-newsletter); with --compare: the base model (default smollm2-135m-instruct)",
+        help="registry version id, version/HF directory, .gguf or HF id owner/name (default: what the "
+        "service serves, ENHANCER_MODEL or the active version); with --compare: the base model "
+        "(default smollm2-135m-instruct)",
     )
     cmd.add_argument("--data", type=Path, required=True, help="JSONL: annotated seed rows or record rows")
     cmd.add_argument("--limit", type=int, help="only the first N items")
@@ -72,19 +73,12 @@ def register_eval(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
 
 
 def resolve_model(model: str | None, *, base: bool = False) -> str:
-    """A registry version id means that version's directory; anything else goes to load_runtime.
-    No model: the served default (tuned), or its base for `--compare` (`base=True`)."""
+    """The model to score: `--model`, else what the service serves (or, for `--compare`, the base)."""
     from app.core.config import get_settings
-    from worker.model_pull import TUNED_MODEL
+    from app.registry import resolve_model as resolve
+    from worker.model_pull import BASE_MODEL
 
-    models_dir = get_settings().models_dir
-    if model is None:
-        return str(models_dir / (TUNED_MODEL.base.version_id if base else TUNED_MODEL.version_id))
-    if Path(model).expanduser().exists():
-        return str(Path(model).expanduser().resolve())
-    if "/" not in model and (models_dir / model).is_dir():
-        return str(models_dir / model)
-    return model
+    return resolve(get_settings(), model if model is not None or not base else BASE_MODEL.version_id)
 
 
 def print_table(scores: dict[str, Any]) -> None:

@@ -284,7 +284,16 @@ def load_runtime(
         raise ModelSourceError(f"unknown backend {backend!r}: use {', '.join(BACKENDS)}")
     cache_dir.mkdir(parents=True, exist_ok=True)
     model_source = classify_source(source)
-    if backend == "torch":
-        return load_torch(model_source, cache_dir)
-    load = load_openvino if backend == "openvino" else load_openvino_genai
-    return load(model_source, cache_dir, device=device, precision=precision, ov_config=ov_config)
+    try:
+        if backend == "torch":
+            return load_torch(model_source, cache_dir)
+        load = load_openvino if backend == "openvino" else load_openvino_genai
+        return load(model_source, cache_dir, device=device, precision=precision, ov_config=ov_config)
+    except Exception as error:
+        if model_source.kind != "hf_id":
+            raise
+        # The hub's client raises connection errors, 401/404s and OSErrors of its own: say it once.
+        raise ModelSourceError(
+            f"cannot load {source!r} as a Hugging Face model id ({type(error).__name__}: {error}); "
+            "no network, no such repository, or it needs a token (HF_TOKEN)"
+        ) from error
