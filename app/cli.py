@@ -19,11 +19,9 @@ COMMAND_MODULES = ["training.cli", "app.export.cli", "worker.bench"]
 
 
 def _apply_data_dir(args: argparse.Namespace) -> None:
-    if getattr(args, "data_dir", None):
-        os.environ["ENHANCER_DATA_DIR"] = str(Path(args.data_dir).expanduser().resolve())
-    from app.core.db import reset_caches
+    from app.core.db import use_data_dir
 
-    reset_caches()
+    use_data_dir(getattr(args, "data_dir", None))
 
 
 def _settings():  # type: ignore[no-untyped-def]
@@ -33,11 +31,9 @@ def _settings():  # type: ignore[no-untyped-def]
 
 
 def _migrate() -> None:
-    from app.core.migrate import upgrade_database
+    from app.core.migrate import migrate_data_dir
 
-    settings = _settings()
-    settings.ensure_dirs()
-    upgrade_database(settings.sqlalchemy_url)
+    migrate_data_dir()
 
 
 def _needs_pull() -> bool:

@@ -72,6 +72,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folds-to-run", default="0", help="comma-separated fold indices (default 0)")
     parser.add_argument("--overrides", default="{}", help="JSON object of TrainConfig fields")
     parser.add_argument(
+        "--rescore",
+        action="store_true",
+        help="reuse fold versions already trained under --out (e.g. an `eval --compare` run's cv/ "
+        "directory) and only score them: measures a pipeline change on the same adapters",
+    )
+    parser.add_argument(
+        "--scores", type=Path, help="write the pooled scores (every metric) to this JSON file"
+    )
+    parser.add_argument(
         "--from-manifest",
         type=Path,
         help="a shipped adapter's manifest.json: train with its config, compare with its CV scores",
@@ -102,17 +111,20 @@ def main(argv: list[str] | None = None) -> int:
     for index in (int(part) for part in args.folds_to_run.split(",")):
         held = folds[index]
         started = time.perf_counter()
-        _config, trained, _training_items = train_fold(
-            args.data,
-            folds,
-            index,
-            args.out / f"fold-{index}",
-            base_model=args.base_model,
-            seed=args.seed,
-            overrides=overrides,
-        )
+        version_dir = args.out / f"fold-{index}" / "data" / "models" / f"cv-fold-{index}"
+        if not (args.rescore and (version_dir / "manifest.json").is_file()):
+            _config, trained, _training_items = train_fold(
+                args.data,
+                folds,
+                index,
+                args.out / f"fold-{index}",
+                base_model=args.base_model,
+                seed=args.seed,
+                overrides=overrides,
+            )
+            version_dir = trained.version_dir
         train_seconds = round(time.perf_counter() - started)
-        version = str(trained.version_dir)
+        version = str(version_dir)
         report = evaluate(version, held, repeats=1, runtime=load_eval_runtime(version))
         print(json.dumps({"fold": index, "train_s": train_seconds, **{k: report.metrics[k] for k in KEYS}}))
         pooled_items += held
@@ -121,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         write_predictions(args.predictions, pooled_items, pooled_predictions)
     pooled = score(pooled_items, [pooled_predictions])
     print(json.dumps({"pooled": len(pooled_items), **{k: pooled[k] for k in KEYS}}))
+    if args.scores:
+        args.scores.write_text(json.dumps(pooled, indent=2), encoding="utf-8")
     if shipped:
         recorded = shipped["evaluation"]["cross_validated"]["local-lora-cv"]
         difference = {k: round(pooled[k] - recorded[k], 4) for k in KEYS if k in recorded}

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Static checks, all offline: ruff (lint + format), mypy ([tool.mypy] in pyproject.toml), hadolint on the
+# Static checks, all offline: ruff (lint + format), mypy ([tool.mypy] in pyproject.toml), the import
+# layers (import-linter, [tool.importlinter] in pyproject.toml), hadolint on the
 # Dockerfile, docker-compose.yml against the Compose Specification schema (vendored by check-jsonschema),
 # and Debian's `docker-compose config` as well when it is installed.
 #   ./scripts/lint.sh        -> runs every check, reports each, exits 1 if any failed
@@ -29,6 +30,7 @@ check() {
 check "ruff check" ruff check "${PYTHON_DIRS[@]}"
 check "ruff format" ruff format --check "${PYTHON_DIRS[@]}"
 check "mypy" mypy
+check "import layers" lint-imports
 check "hadolint" hadolint Dockerfile
 check "compose schema" check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 if command -v docker-compose >/dev/null 2>&1; then

@@ -168,12 +168,25 @@ ITEM = ItemInput(
 )
 
 
-def test_a_retry_that_passes_the_guards_is_stored() -> None:
-    runtime = ScriptedRuntime([{**GOOD, "summary": "AI Guide Agents"}], [GOOD])
+def test_a_retry_replaces_only_the_field_the_guard_rejected() -> None:
+    # The sampled retry writes a good summary but worse entities and topics: keep the greedy ones.
+    retry = {**GOOD, "entities": ["Nvidia"], "key_topics": ["Chips"]}
+    runtime = ScriptedRuntime([{**GOOD, "summary": "AI Guide Agents"}], [retry])
     [outcome] = enhance_items(runtime, [ITEM])  # type: ignore[arg-type]
-    assert outcome.metadata is not None and outcome.metadata.summary == GOOD["summary"]
+    record = outcome.metadata
+    assert record is not None and record.summary == GOOD["summary"]
+    assert record.entities == GOOD["entities"] and record.key_topics == GOOD["key_topics"]
     assert outcome.rejections == [SUMMARY_TOO_FEW_WORDS] and outcome.attempts == 2
     assert outcome.repairs == {}
+
+
+def test_a_merge_the_guards_reject_takes_the_whole_retry() -> None:
+    # The retry's summary is one of the first attempt's topics: merged, it would fail the guard.
+    first = {**GOOD, "summary": "AI Guide Agents", "key_topics": ["Open reasoning models for agents", "AI"]}
+    retry = {**GOOD, "summary": "Open reasoning models for agents", "key_topics": ["Reasoning"]}
+    [outcome] = enhance_items(ScriptedRuntime([first], [retry]), [ITEM])  # type: ignore[arg-type]
+    assert outcome.metadata is not None
+    assert outcome.metadata.summary == retry["summary"] and outcome.metadata.key_topics == ["Reasoning"]
 
 
 def test_when_every_attempt_is_guard_rejected_the_record_is_mended_not_lost() -> None:

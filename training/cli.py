@@ -80,12 +80,12 @@ def register_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from app.cli import _apply_data_dir
+    from app.core.db import use_data_dir
     from training.config import TrainConfig, load_config
     from training.errors import TrainingError
     from training.train import train
 
-    _apply_data_dir(args)
+    use_data_dir(getattr(args, "data_dir", None))
     values = vars(args)
     overrides = {name: values[name] for name in TrainConfig.model_fields if name in values}
     try:

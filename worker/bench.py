@@ -405,10 +405,10 @@ def _parse_ov_config(pairs: list[str]) -> dict[str, str]:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from app.cli import _apply_data_dir
     from app.core.config import get_settings
+    from app.core.db import use_data_dir
 
-    _apply_data_dir(args)
+    use_data_dir(getattr(args, "data_dir", None))
     settings = get_settings()
     names = [n.strip() for n in args.configs.split(",")] if args.configs else list(DEFAULT_CONFIGS)
     unknown = [n for n in names if n not in CONFIGS]

@@ -107,6 +107,7 @@ class GuardRejected(OutputRejected):
     def __init__(self, rejection: GuardRejection, record: NewsMetadata) -> None:
         super().__init__(rejection.message, reason=rejection.reason)
         self.record = record
+        self.field = rejection.field
 
 
 @lru_cache
@@ -279,6 +280,16 @@ def _validated_record(data: dict[str, Any], item: ItemInput, derived: DerivedFie
     return record
 
 
+def keep_unrejected_fields(rejected: GuardRejected, retry: NewsMetadata) -> NewsMetadata:
+    """The greedy attempt's output with only the field a guard rejected taken from the retry.
+
+    The retry is sampled (it has to differ): it is the better source for the field the guard
+    objected to, and the worse one for everything else (entities and topics suffer most).
+    """
+    merged = rejected.record.model_copy(update={rejected.field: getattr(retry, rejected.field)})
+    return merged if _guard(merged) is None else retry
+
+
 def repair(
     record: NewsMetadata, item: ItemInput, derived: DerivedFields, outcome: EnhanceOutcome
 ) -> NewsMetadata:
@@ -336,7 +347,7 @@ def enhance_items(runtime: ModelRuntime, items: list[ItemInput]) -> list[Enhance
         (retry_schema(), RETRY, False),
     ]
     pending = list(range(len(items)))
-    guarded: dict[int, NewsMetadata] = {}  # rows whose latest rejection was only a field guard's
+    guarded: dict[int, GuardRejected] = {}  # rows whose latest rejection was only a field guard's
     for schema, sampling, stop_on_repetition in attempts:
         if not pending:
             break
@@ -356,13 +367,16 @@ def enhance_items(runtime: ModelRuntime, items: list[ItemInput]) -> list[Enhance
             outcome.new_tokens += result.new_tokens
             outcome.seconds += elapsed
             try:
-                outcome.metadata = finalize(result, items[index], derived[index], outcome)
+                record = finalize(result, items[index], derived[index], outcome)
+                if index in guarded:
+                    record = keep_unrejected_fields(guarded.pop(index), record)
+                outcome.metadata = record
                 outcome.error = None
             except OutputRejected as error:
                 outcome.error = str(error)
                 outcome.rejections.append(error.reason)
-                if isinstance(error, GuardRejected):
-                    guarded[index] = error.record
+                if isinstance(error, GuardRejected):  # the greedy one is the better base for mending
+                    guarded.setdefault(index, error)
                 log.info("attempt %d rejected: %s", outcome.attempts, error)
                 still_pending.append(index)
         pending = still_pending
@@ -370,7 +384,7 @@ def enhance_items(runtime: ModelRuntime, items: list[ItemInput]) -> list[Enhance
         if index in guarded:
             outcome = outcomes[index]
             try:
-                outcome.metadata = repair(guarded[index], items[index], derived[index], outcome)
+                outcome.metadata = repair(guarded[index].record, items[index], derived[index], outcome)
                 outcome.error = None
             except OutputRejected as error:  # not expected: repair only writes bounded fields
                 outcome.error = f"{outcome.error}; repair failed: {error}"

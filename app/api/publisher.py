@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 
 def _enqueue(job_ids: list[str]) -> bool:
-    from worker.celery_app import enqueue_jobs
+    from app.core.broker import enqueue_jobs
 
     return enqueue_jobs(job_ids)
 

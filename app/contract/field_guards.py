@@ -56,6 +56,11 @@ class GuardRejection:
     detail: str
 
     @property
+    def field(self) -> str:
+        """The one field the guard objects to; the rest of the output is not in question."""
+        return "key_topics" if self.reason == TOPIC_REPEATS_WORDS else "summary"
+
+    @property
     def message(self) -> str:
         return f"{REJECTION_MESSAGES[self.reason]}: {self.detail!r}"
 

@@ -9,10 +9,12 @@ nor holds them up.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
+from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
@@ -109,6 +111,14 @@ def read_session_scope() -> Iterator[Session]:
     finally:
         session.rollback()
         session.close()
+
+
+def use_data_dir(data_dir: str | None) -> None:
+    """Every command's --data-dir: ENHANCER_DATA_DIR for this process and its children, and no
+    settings or engines cached from before."""
+    if data_dir:
+        os.environ["ENHANCER_DATA_DIR"] = str(Path(data_dir).expanduser().resolve())
+    reset_caches()
 
 
 def reset_caches() -> None:

@@ -21,3 +21,12 @@ def alembic_config(url: str) -> Config:
 
 def upgrade_database(url: str) -> None:
     command.upgrade(alembic_config(url), "head")
+
+
+def migrate_data_dir() -> None:
+    """The current settings' data directories exist and their database is at the latest migration."""
+    from app.core.config import get_settings
+
+    settings = get_settings()
+    settings.ensure_dirs()
+    upgrade_database(settings.sqlalchemy_url)

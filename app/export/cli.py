@@ -102,11 +102,12 @@ def iter_training_lines(filters: RecordFilter) -> Iterator[bytes]:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from app.cli import _apply_data_dir, _migrate
+    from app.core.db import use_data_dir
+    from app.core.migrate import migrate_data_dir
     from app.export import ExportTooLarge, open_export
 
-    _apply_data_dir(args)
-    _migrate()
+    use_data_dir(getattr(args, "data_dir", None))
+    migrate_data_dir()
     try:
         filters = RecordFilter(
             since=args.since, until=args.until, source=args.source, topic=args.topic, entity=args.entity,

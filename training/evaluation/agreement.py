@@ -12,8 +12,7 @@ import itertools
 from pathlib import Path
 from typing import Any
 
-from training.evaluation.compare import story_groups
-from training.evaluation.items import EvalItem, Gold, load_eval_items
+from training.evaluation.items import EvalItem, Gold, load_eval_items, story_groups
 from training.evaluation.metrics import micro_prf, relevance_errors
 
 

@@ -90,10 +90,12 @@ def print_table(scores: dict[str, Any]) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from app.cli import _apply_data_dir
+    from app.core.db import use_data_dir
+    from app.core.migrate import migrate_data_dir
     from training.errors import TrainingError
 
-    _apply_data_dir(args)
+    use_data_dir(getattr(args, "data_dir", None))
+    migrate_data_dir()  # the registry answers which model is active
     try:
         if args.agreement:
             from training.evaluation.agreement import label_agreement
@@ -143,8 +145,8 @@ def _single(args: argparse.Namespace) -> int:
     from training.evaluation.registry_scores import store_scores
     from training.evaluation.runner import evaluate
 
+    items = load_eval_items(args.data)  # a bad data file is the first thing to say
     model = resolve_model(args.model)
-    items = load_eval_items(args.data)
     report = evaluate(
         model,
         items,

@@ -157,3 +157,32 @@ def load_eval_items(path: Path, *, keep_superseded: bool = False) -> list[EvalIt
             )
         )
     return items
+
+
+def story_groups(items: list[EvalItem]) -> list[list[EvalItem]]:
+    """Items that are the same story (same normalised headline or URL) form one group.
+
+    annotated_train.jsonl holds 12 stories twice, with different labels: splitting a pair across
+    folds would train on the very item being scored.
+    """
+    parent = list(range(len(items)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    seen: dict[str, int] = {}
+    for index, item in enumerate(items):
+        for key in (f"h:{item.headline_key}", f"u:{item.url_key}" if item.url_key else None):
+            if key is None:
+                continue
+            if key in seen:
+                parent[find(index)] = find(seen[key])
+            else:
+                seen[key] = index
+    groups: dict[int, list[EvalItem]] = {}
+    for index, item in enumerate(items):
+        groups.setdefault(find(index), []).append(item)
+    return list(groups.values())

@@ -1,0 +1,107 @@
+"""The broker: the Celery application, its queue, and sending job ids to it.
+
+Core, not worker: the API enqueues through it (no torch here); the worker's tasks register on the
+same application (worker/celery_app.py, worker/tasks.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from functools import lru_cache
+
+from celery import Celery
+from kombu import Queue
+
+from app.core.config import get_settings
+
+TASK_ENHANCE = "worker.tasks.enhance_jobs"
+QUEUE = "enhance"
+
+
+def _transport_options(broker_url: str, lease_seconds: int) -> dict[str, object]:
+    if broker_url.startswith("sqla+"):
+        return {}  # kombu hands these to create_engine(); it takes no transport knobs
+    # Redis redelivers unacked messages after this; keep it above the longest job.
+    return {"visibility_timeout": lease_seconds * 2, "polling_interval": 0.2}
+
+
+def make_celery(broker_url: str | None = None) -> Celery:
+    settings = get_settings()
+    settings.ensure_dirs()
+    broker_url = broker_url or settings.celery_broker_url
+    app = Celery("enhancer", broker=broker_url, include=["worker.tasks"])
+    app.conf.update(
+        task_default_queue=QUEUE,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        result_backend=None,
+        task_serializer="json",
+        accept_content=["json"],
+        broker_connection_retry_on_startup=True,
+        # The jobs table is the source of truth; a broker outage must not hang the API.
+        broker_connection_timeout=2,
+        broker_connection_max_retries=1,
+        broker_transport_options=_transport_options(broker_url, settings.job_lease_seconds),
+        # Loading a model takes longer than the default 4 s; we load lazily anyway.
+        worker_proc_alive_timeout=120,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+    )
+    return app
+
+
+celery_app = make_celery()
+
+
+def declare_broker_queue(app: Celery, *, attempts: int = 10) -> None:
+    """Create the queue in the embedded (SQLAlchemy) broker before anything consumes from it.
+
+    kombu's SQLAlchemy transport inserts the queue row on first use and only tolerates an
+    OperationalError: two workers starting at once against a new broker file race on the UNIQUE
+    name, and the loser's consumer dies with an IntegrityError. The loser's next try finds the row.
+    """
+    if not str(app.conf.broker_url).startswith("sqla+"):
+        return  # Redis declares nothing persistent
+    from sqlalchemy.exc import IntegrityError
+
+    for attempt in range(1, attempts + 1):
+        try:
+            with app.connection_for_write() as connection:
+                Queue(QUEUE).bind(connection.default_channel).declare()
+            return
+        except IntegrityError:
+            if attempt == attempts:
+                raise
+            logging.getLogger(__name__).info("broker queue created by another process; looking again")
+            time.sleep(0.05 * attempt)
+
+
+@lru_cache(maxsize=4)
+def _producer(broker_url: str) -> Celery:
+    """The app that sends: follows the current settings (tests and CLIs switch data dirs)."""
+    return celery_app if broker_url == celery_app.conf.broker_url else make_celery(broker_url)
+
+
+def enqueue_jobs(job_ids: list[str], *, countdown: float | None = None) -> bool:
+    """Send job ids to the broker. False when it is unreachable: the reconciler re-sends later."""
+    if not job_ids:
+        return True
+    settings = get_settings()
+    try:
+        producer = _producer(settings.celery_broker_url)
+        # One message per model batch: a 100-item request (or a reconciler pass over a backlog)
+        # must not become one task that claims every job in a single generate call.
+        for start in range(0, len(job_ids), settings.max_batch_size):
+            chunk = job_ids[start : start + settings.max_batch_size]
+            producer.send_task(TASK_ENHANCE, args=[chunk], countdown=countdown, retry=False)
+    except Exception:  # broker down: jobs stay queued in the database and are not lost
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "broker unreachable; %d job(s) wait for the reconciler", len(job_ids)
+        )
+        return False
+    return True
