@@ -117,6 +117,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     worker = None
     if not args.no_worker:
         worker = subprocess.Popen(worker_command(), env=os.environ.copy())
+    # uvicorn shuts down on SIGTERM, then re-raises it with the handler it found: with Python's
+    # default one the process would die right there and leave the worker running. Exiting through
+    # SystemExit runs the `finally` below instead (SIGINT already does, as KeyboardInterrupt).
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         from app.main import create_app
 
@@ -129,12 +133,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     finally:
         if worker is not None:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+            stop_worker(worker)
     return 0
+
+
+# A worker's warm shutdown finishes the job it is running; a job still running after this is
+# re-queued by the reconciler once its lease expires (the jobs table keeps it).
+WORKER_STOP_SECONDS = 30
+
+
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def stop_worker(worker: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (Celery's warm shutdown), wait a bounded time, then SIGKILL."""
+    if worker.poll() is not None:
+        return
+    worker.send_signal(signal.SIGTERM)
+    try:
+        worker.wait(timeout=WORKER_STOP_SECONDS)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait()
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
