@@ -170,7 +170,8 @@ def build_tuned_model(settings: Settings, adapter: ShippedAdapter, base_dir: Pat
     version_dir = settings.models_dir / adapter.version_id
     built = read_manifest(version_dir) if (version_dir / MANIFEST_FILE).exists() else {}
     precision = settings.weight_precision
-    if built.get("adapter", {}).get("sha256") != shipped["adapter"]["sha256"]:
+    stale = built.get("adapter", {}).get("sha256") != shipped["adapter"]["sha256"]
+    if stale:
         gguf = base_dir / Path(adapter.base.member).name
         if file_sha256(gguf) != shipped["base_model"]["gguf_sha256"]:
             raise RuntimeError(
@@ -191,7 +192,7 @@ def build_tuned_model(settings: Settings, adapter: ShippedAdapter, base_dir: Pat
         started = _step(f"exporting {adapter.version_id} to OpenVINO IR ({precision})")
         export_openvino(str(version_dir / REGISTRY_HF_DIR), ir_dir, precision)
         _step(f"exported in {time.perf_counter() - started:.0f} s")
-    if not built or built.get("adapter", {}).get("sha256") != shipped["adapter"]["sha256"]:
+    if stale:
         # Written last: a version dir without a manifest is an unfinished build, redone next pull.
         write_manifest(
             version_dir,
