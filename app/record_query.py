@@ -17,7 +17,7 @@ from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.orm import Session, joinedload
 
 from app.contract import GeneratedMetadata
-from app.core.db import get_sessionmaker
+from app.core.db import get_read_sessionmaker
 from app.crud import as_utc
 from app.models import Item, Record
 
@@ -193,7 +193,7 @@ def iter_records(
     cursor: Key | None = None
     while True:
         query = base if cursor is None else base.where(_after(cursor, descending))
-        with get_sessionmaker()() as session:
+        with get_read_sessionmaker()() as session:
             rows = [
                 RecordRow.from_record(r, with_content=with_content)
                 for r in session.scalars(query.limit(chunk_size)).unique()
@@ -219,7 +219,7 @@ class RecordPage:
 def page_records(filters: RecordFilter, *, limit: int = 50, offset: int = 0) -> RecordPage:
     """One page, newest first, with the total count (counted in SQL unless topic/entity filter)."""
     if not (filters.topic or filters.entity):
-        with get_sessionmaker()() as session:
+        with get_read_sessionmaker()() as session:
             total = session.scalar(_filtered(select(func.count()).select_from(Record), filters)) or 0
             session.rollback()
         rows: list[RecordRow] = []
@@ -240,7 +240,7 @@ def distinct_sources(session: Session) -> list[str]:
 
 
 def get_row(record_id: str) -> RecordRow | None:
-    with get_sessionmaker()() as session:
+    with get_read_sessionmaker()() as session:
         record = session.get(Record, record_id)
         row = RecordRow.from_record(record) if record is not None else None
         session.rollback()

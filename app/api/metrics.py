@@ -20,7 +20,7 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.config import get_settings
-from app.core.db import session_scope
+from app.core.db import read_session_scope
 from app.crud import active_model_version, count_jobs_by_status, live_workers
 
 REGISTRY = CollectorRegistry()
@@ -92,7 +92,7 @@ class DatabaseCollector(Collector):
         settings = get_settings()
         up = GaugeMetricFamily("enhancer_metrics_database_up", "1 when the database answered this scrape.")
         try:
-            with session_scope() as session:
+            with read_session_scope() as session:
                 jobs = count_jobs_by_status(session)
                 workers = live_workers(session, within_seconds=settings.worker_heartbeat_seconds * 3 + 5)
                 active = active_model_version(session)

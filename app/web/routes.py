@@ -18,7 +18,7 @@ from fastapi.templating import Jinja2Templates
 
 from app.contract import CATEGORIES, GeneratedMetadata, html_to_text
 from app.contract.metadata import Sentiment, Urgency
-from app.core.db import session_scope
+from app.core.db import read_session_scope, session_scope
 from app.corrections import (
     CorrectionInvalid,
     clear_correction,
@@ -85,7 +85,7 @@ def review_list(request: Request) -> Response:
     except ValueError:
         page = 1
     result = page_records(filters, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
-    with session_scope() as session:
+    with read_session_scope() as session:
         sources = distinct_sources(session)
     pages = max(1, -(-result.total // PAGE_SIZE))
     context = {
