@@ -72,6 +72,10 @@ class EnhanceOutcome:
     repairs: dict[str, int] = field(default_factory=dict)
 
 
+def tally(counts: dict[str, int], reason: str, count: int = 1) -> None:
+    counts[reason] = counts.get(reason, 0) + count
+
+
 class HasReasons(Protocol):
     rejections: list[str]
     dropped: dict[str, int]
@@ -89,7 +93,7 @@ def count_reasons(outcomes: Iterable[HasReasons]) -> dict[str, dict[str, int]]:
             ("repairs", outcome.repairs),
         ):
             for reason, count in counted.items():
-                counts[name][reason] = counts[name].get(reason, 0) + count
+                tally(counts[name], reason, count)
     return {name: dict(sorted(counted.items())) for name, counted in counts.items()}
 
 
@@ -237,8 +241,7 @@ def finalize(
         return record
     kept = kept_action_items(record.action_items, key_topics=record.key_topics, entities=record.entities)
     if len(kept) < len(record.action_items):
-        reason = ACTION_ITEM_REPEATS_LABEL
-        outcome.dropped[reason] = outcome.dropped.get(reason, 0) + len(record.action_items) - len(kept)
+        tally(outcome.dropped, ACTION_ITEM_REPEATS_LABEL, len(record.action_items) - len(kept))
         record = record.model_copy(update={"action_items": kept})
     rejection = _guard(record)
     if rejection is not None:
@@ -301,19 +304,18 @@ def repair(
     topics = dedupe([collapse_repeats(topic) for topic in record.key_topics])
     if topics != record.key_topics:
         data["key_topics"] = topics
-        outcome.repairs[TOPIC_REPEATS_WORDS] = outcome.repairs.get(TOPIC_REPEATS_WORDS, 0) + 1
+        tally(outcome.repairs, TOPIC_REPEATS_WORDS)
     labels = [*topics, *record.entities]
     if summary_rejection(record.summary, headline=item.headline, labels=labels) is not None:
         for sentence in lead_sentences(derived.text):
             if summary_rejection(sentence, headline=item.headline, labels=labels) is None:
                 data["summary"] = sentence
-                outcome.repairs[SUMMARY_FROM_ITEM] = outcome.repairs.get(SUMMARY_FROM_ITEM, 0) + 1
+                tally(outcome.repairs, SUMMARY_FROM_ITEM)
                 break
     repaired = _validated_record(data, item, derived)
     rejection = _guard(repaired)
     if rejection is not None:
-        key = f"kept_{rejection.reason}"
-        outcome.repairs[key] = outcome.repairs.get(key, 0) + 1
+        tally(outcome.repairs, f"kept_{rejection.reason}")
     return repaired
 
 
