@@ -75,3 +75,31 @@ def test_a_lost_race_for_the_queue_row_is_retried(tmp_path: Path, monkeypatch) -
         declare_broker_queue(app, attempts=1)
     declare_broker_queue(app)  # loses once more, then finds the row
     assert lost == ["enhance", "enhance"]
+
+
+def test_a_lost_race_for_the_broker_tables_is_retried(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The loser of the race runs CREATE TABLE after the winner did: SQLite says "table already
+    exists" (an OperationalError) and kombu caches no engine; the next attempt finds the tables."""
+    from kombu.transport.sqlalchemy import Channel, metadata
+
+    from tests.conftest import apply_env
+    from worker.celery_app import declare_broker_queue, make_celery
+
+    apply_env(monkeypatch, {}, ENHANCER_DATA_DIR=str(tmp_path), BROKER_URL=None)
+    app = make_celery()
+    original = metadata.create_all
+    lost: list[bool] = []
+
+    def created_by_another_process_first(bind, **kwargs):  # type: ignore[no-untyped-def]
+        if not lost:
+            lost.append(True)
+            original(bind)  # the winner's tables
+            original(bind, checkfirst=False)  # the loser's CREATE TABLE, checked too early
+        return original(bind, **kwargs)
+
+    monkeypatch.setattr(metadata, "create_all", created_by_another_process_first)
+    monkeypatch.setattr(Channel, "_engines", {})
+    declare_broker_queue(app)  # loses the race once, then finds the tables
+    assert lost == [True]
+    with sqlite3.connect(tmp_path / "broker.db") as conn:
+        assert conn.execute("SELECT name FROM kombu_queue").fetchall() == [("enhance",)]

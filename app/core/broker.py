@@ -61,21 +61,26 @@ def declare_broker_queue(app: Celery, *, attempts: int = 10) -> None:
 
     kombu's SQLAlchemy transport inserts the queue row on first use and only tolerates an
     OperationalError: two workers starting at once against a new broker file race on the UNIQUE
-    name, and the loser's consumer dies with an IntegrityError. The loser's next try finds the row.
+    name, and the loser's consumer dies with an IntegrityError. They race on its tables too: kombu's
+    first connection runs CREATE TABLE after checking they are absent, and the loser's fails with
+    "table ... already exists" (an OperationalError; kombu caches no engine then). Either way the
+    loser's next try finds what the winner made.
     """
     if not str(app.conf.broker_url).startswith("sqla+"):
         return  # Redis declares nothing persistent
-    from sqlalchemy.exc import IntegrityError
+    from sqlalchemy.exc import IntegrityError, OperationalError
 
     for attempt in range(1, attempts + 1):
         try:
             with app.connection_for_write() as connection:
                 Queue(QUEUE).bind(connection.default_channel).declare()
             return
-        except IntegrityError:
+        except (IntegrityError, OperationalError):
             if attempt == attempts:
                 raise
-            logging.getLogger(__name__).info("broker queue created by another process; looking again")
+            logging.getLogger(__name__).info(
+                "broker queue or tables created by another process; looking again"
+            )
             time.sleep(0.05 * attempt)
 
 
