@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from app.core.logging import configure_logging, uvicorn_log_config
+from worker.pools import SUPPORTED_POOLS
 
 # Subcommands that live with their code; each module has `register(subparsers)`.
 COMMAND_MODULES = ["training.cli", "app.export.cli", "worker.bench"]
@@ -257,7 +258,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-worker", action="store_true", help="API only (run `enhancer worker` elsewhere)")
 
     worker = add("worker", cmd_worker, "Run a Celery worker (use with BROKER_URL=redis://... to scale out).")
-    worker.add_argument("--pool", default="solo", choices=["solo", "prefork", "threads"])
+    worker.add_argument(
+        "--pool",
+        default="solo",
+        choices=SUPPORTED_POOLS,
+        help="solo: one batch at a time (default); threads: --concurrency batches share one model",
+    )
     worker.add_argument("--concurrency", type=int, default=1)
     worker.add_argument("--loglevel", default="INFO")
 

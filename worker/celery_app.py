@@ -15,10 +15,12 @@ from app.core.broker import (
     enqueue_jobs,
     make_celery,
 )
+from worker.pools import refuse_process_pools
 
 __all__ = ["QUEUE", "TASK_ENHANCE", "celery_app", "declare_broker_queue", "enqueue_jobs", "make_celery"]
 
 
 @worker_init.connect
 def _declare_queue_before_consuming(sender: object = None, **_: object) -> None:
+    refuse_process_pools(getattr(sender, "pool_cls", None))
     declare_broker_queue(getattr(sender, "app", None) or celery_app)
