@@ -83,6 +83,9 @@ class _TrainingRun:
     saved_states: dict[str, dict[str, Any]] = field(default_factory=dict)
     losses: list[float] = field(default_factory=list)
     optim_steps: int = 0
+    # The AdamParams of every optim_step as the SDK sent them (learning_rate, weight_decay, ...).
+    adam_params: list[dict[str, Any]] = field(default_factory=list)
+    lora_config: dict[str, Any] = field(default_factory=dict)  # create_model's, as the SDK sent it
 
 
 def tinker_tensor_name(peft_parameter_name: str) -> str:
@@ -230,6 +233,7 @@ class FakeTinkerService:
                 rank=rank,
                 session_id=body["session_id"],
                 model=peft_model,
+                lora_config=dict(lora),
             )
         return "json", {"model_id": model_id, "type": "create_model"}
 
@@ -301,6 +305,7 @@ class FakeTinkerService:
     def optim_step(self, run: _TrainingRun, params: dict[str, Any]) -> tuple[str, Any]:
         import torch
 
+        run.adam_params.append(dict(params))
         trainable = [p for p in run.model.parameters() if p.requires_grad]
         learning_rate = float(params.get("learning_rate", 1e-4))
         if learning_rate < 0:
