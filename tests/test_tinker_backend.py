@@ -14,16 +14,26 @@ import pytest
 
 from app.contract.prompt import PromptItem, render_prompt
 from tests.fake_tinker import TINKER_LORA_ALPHA, FakeTinkerServer
-from tests.fixtures import labelled_rows
+from tests.fixtures import labelled_lines, labelled_rows
+from training.config import TrainConfig
+from training.schedule import lr_factor
 from training.tinker_backend import (
+    ATTENTION_MODULES,
+    MLP_MODULES,
     TinkerTrainingError,
     TinkerUnavailableError,
-    learning_rate_at,
+    lora_layers,
     train_tinker,
 )
 from training.types import TokenizedExample
 
 BASE_MODEL = "tiny-llama"
+
+
+def tinker_config(**overrides: object) -> TrainConfig:
+    """A Tinker run's TrainConfig (data is read by train() only, not by train_tinker)."""
+    values: dict = {"data": Path("unused.jsonl"), "backend": "tinker", "tinker_base_model": BASE_MODEL}
+    return TrainConfig.model_validate({**values, **overrides})
 
 
 @pytest.fixture(scope="module")
@@ -95,19 +105,23 @@ def test_train_tinker_end_to_end_yields_a_peft_adapter(
 
     train, validation = examples[:12], examples[12:14]
     metrics_path = tmp_path / "metrics.jsonl"
-    adapter_dir = train_tinker(
-        examples=train,
-        validation=validation,
-        base_model=BASE_MODEL,
+    config = tinker_config(
         rank=4,
         learning_rate=5e-3,
+        lr_schedule="constant",
+        warmup_ratio=0,
         epochs=3,
         batch_size=4,
+        target_modules=[*ATTENTION_MODULES, *MLP_MODULES, "lm_head"],
+        tinker_base_url=fake_tinker.base_url,
+    )
+    adapter_dir = train_tinker(
+        config,
+        examples=train,
+        validation=validation,
         output_dir=tmp_path / "run",
         metrics_path=metrics_path,
-        base_url=fake_tinker.base_url,
         api_key=fake_tinker.api_key,
-        train_unembed=True,
     )
 
     records = [json.loads(line) for line in metrics_path.read_text().splitlines()]
@@ -161,25 +175,35 @@ def _unused_port() -> int:
         return sock.getsockname()[1]
 
 
-def _train(data: list[TokenizedExample], tmp_path: Path, **overrides: object) -> Path:
-    arguments: dict = {
-        "examples": data[:2],
-        "validation": [],
-        "base_model": BASE_MODEL,
-        "rank": 2,
-        "learning_rate": 1e-3,
-        "epochs": 1,
-        "batch_size": 2,
-        "output_dir": tmp_path / "run",
-    }
-    return train_tinker(**{**arguments, **overrides})
+def _train(
+    data: list[TokenizedExample],
+    tmp_path: Path,
+    *,
+    examples: list[TokenizedExample] | None = None,
+    validation: list[TokenizedExample] | None = None,
+    metrics_path: Path | None = None,
+    api_key: str | None = None,
+    unreachable_after_s: float = 120.0,
+    **settings: object,
+) -> Path:
+    """train_tinker on 2 examples, 1 epoch of batch 2, rank 2, unless `settings` (TrainConfig fields) say."""
+    config = tinker_config(**{"rank": 2, "learning_rate": 1e-3, "epochs": 1, "batch_size": 2, **settings})
+    return train_tinker(
+        config,
+        examples=data[:2] if examples is None else examples,
+        validation=validation or [],
+        output_dir=tmp_path / "run",
+        metrics_path=metrics_path,
+        api_key=api_key,
+        unreachable_after_s=unreachable_after_s,
+    )
 
 
 def test_unreachable_tinker_gives_one_clear_error(examples: list[TokenizedExample], tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{_unused_port()}"
     started = time.monotonic()
     with pytest.raises(TinkerUnavailableError, match="Cannot reach the Tinker service") as caught:
-        _train(examples, tmp_path, base_url=url, api_key="tml-anything")
+        _train(examples, tmp_path, tinker_base_url=url, api_key="tml-anything")
     assert url in str(caught.value)
     assert "\n" not in str(caught.value)
     assert caught.value.__cause__ is None
@@ -192,7 +216,7 @@ def test_rejected_api_key_gives_one_clear_error(
 ) -> None:
     started = time.monotonic()
     with pytest.raises(TinkerUnavailableError, match="rejected the API key") as caught:
-        _train(examples, tmp_path, base_url=fake_tinker.base_url, api_key="tml-not-a-valid-key")
+        _train(examples, tmp_path, tinker_base_url=fake_tinker.base_url, api_key="tml-not-a-valid-key")
     assert "401" in str(caught.value)
     assert time.monotonic() - started < 15
 
@@ -201,10 +225,10 @@ def test_api_key_must_start_with_tml(
     examples: list[TokenizedExample], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with pytest.raises(TinkerUnavailableError, match="must start with 'tml-'"):
-        _train(examples, tmp_path, base_url="http://127.0.0.1:9", api_key="sk-abc")
+        _train(examples, tmp_path, tinker_base_url="http://127.0.0.1:9", api_key="sk-abc")
     monkeypatch.delenv("TINKER_API_KEY", raising=False)
     with pytest.raises(TinkerUnavailableError, match="No Tinker API key"):
-        _train(examples, tmp_path, base_url="http://127.0.0.1:9")
+        _train(examples, tmp_path, tinker_base_url="http://127.0.0.1:9")
 
 
 def test_unknown_base_model_is_reported_by_name(
@@ -214,8 +238,8 @@ def test_unknown_base_model_is_reported_by_name(
         _train(
             examples,
             tmp_path,
-            base_model="no-such/model",
-            base_url=fake_tinker.base_url,
+            tinker_base_model="no-such/model",
+            tinker_base_url=fake_tinker.base_url,
             api_key=fake_tinker.api_key,
         )
     assert not isinstance(caught.value, TinkerUnavailableError)
@@ -249,7 +273,7 @@ def test_tinker_going_away_mid_training_gives_one_clear_error(
             examples=examples[:8],
             epochs=3,
             metrics_path=metrics_path,
-            base_url=doomed.base_url,
+            tinker_base_url=doomed.base_url,
             api_key=doomed.api_key,
             unreachable_after_s=2,
         )
@@ -260,8 +284,9 @@ def test_tinker_going_away_mid_training_gives_one_clear_error(
 
 
 @pytest.mark.parametrize("schedule", ["cosine", "linear", "constant"])
-def test_learning_rates_match_the_local_backends_schedules(schedule: str) -> None:
-    """The local backend uses transformers' schedulers; Tinker gets the same rate per step."""
+def test_the_shared_schedule_has_transformers_curves(schedule: str) -> None:
+    """Both backends take their learning rates from training.schedule: the curves of transformers'
+    schedulers, which the local backend used before."""
     import torch
     from transformers import get_scheduler
 
@@ -270,11 +295,18 @@ def test_learning_rates_match_the_local_backends_schedules(schedule: str) -> Non
     name = {"constant": "constant_with_warmup"}.get(schedule, schedule)
     scheduler = get_scheduler(name, optimizer=optimizer, num_warmup_steps=warmup, num_training_steps=total)
     for step in range(total):
-        assert learning_rate_at(step, total, 0.1, schedule, warmup) == pytest.approx(
-            scheduler.get_last_lr()[0]
-        )
+        assert 0.1 * lr_factor(step, total, schedule, warmup) == pytest.approx(scheduler.get_last_lr()[0])
         optimizer.step()
         scheduler.step()
+
+
+def test_target_modules_map_to_tinkers_layer_groups() -> None:
+    assert lora_layers("all-linear") == (True, True, False)
+    assert lora_layers([*MLP_MODULES, "lm_head"]) == (False, True, True)
+    with pytest.raises(ValueError, match="all of q_proj,k_proj,v_proj,o_proj or none"):
+        lora_layers(["q_proj", "v_proj"])
+    with pytest.raises(ValueError, match="cannot train target_modules"):
+        lora_layers(["c_attn"])
 
 
 def test_max_steps_stops_early_and_still_validates(
@@ -292,7 +324,7 @@ def test_max_steps_stops_early_and_still_validates(
         lr_schedule="linear",
         warmup_ratio=0.34,
         metrics_path=metrics_path,
-        base_url=fake_tinker.base_url,
+        tinker_base_url=fake_tinker.base_url,
         api_key=fake_tinker.api_key,
     )
     records = [json.loads(line) for line in metrics_path.read_text().splitlines()]
@@ -300,3 +332,56 @@ def test_max_steps_stops_early_and_still_validates(
     # Validation after each epoch's last step, and after the step that ends the run.
     assert [r["step"] for r in records if "val_loss" in r] == [2, 3]
     assert [r["learning_rate"] for r in records if "loss" in r] == pytest.approx([0.0, 1e-3, 5e-4])
+
+
+def test_train_on_tinker_applies_the_whole_config(
+    fake_tinker: FakeTinkerServer,
+    service_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    tiny_model_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """`train(config)` with the Tinker backend trains with every optimisation setting of the config
+    (issue 14: warmup_ratio, weight_decay and max_steps never reached Tinker, the manifest said they did)."""
+    from app.core.config import get_settings
+    from app.registry import read_manifest
+    from training.config import TrainConfig
+    from training.train import train
+
+    monkeypatch.setenv("TINKER_API_KEY", fake_tinker.api_key)
+    data = tmp_path / "seed.jsonl"
+    data.write_text("\n".join(labelled_lines(10)) + "\n", encoding="utf-8")
+    config = TrainConfig(
+        data=data,
+        backend="tinker",
+        base_model=str(tiny_model_dir),
+        tinker_base_model=BASE_MODEL,
+        tinker_base_url=fake_tinker.base_url,
+        rank=2,
+        learning_rate=1e-2,
+        lr_schedule="linear",
+        warmup_ratio=0.4,  # 2 of 5 steps
+        weight_decay=0.1,
+        epochs=3,
+        batch_size=2,
+        max_steps=5,  # of 3 epochs' worth (12 steps)
+        validation_fraction=0.2,
+        version_id="tiny-tinker",
+        output_dir=tmp_path / "run",
+        precision="fp32",
+    )
+    result = train(config)
+
+    assert result.train_examples == 8  # 4 steps an epoch: max_steps ends the run in epoch 2
+    summary = json.loads((tmp_path / "run" / "tinker_run.json").read_text())
+    sent = fake_tinker.service.runs[summary["model_id"]].adam_params
+    # Linear warmup over 2 steps, then linear decay to 0 at step 5.
+    expected_rates = [0.0, 5e-3, 1e-2, 1e-2 * 2 / 3, 1e-2 / 3]
+    assert [p["learning_rate"] for p in sent] == pytest.approx(expected_rates)
+    assert [p["weight_decay"] for p in sent] == pytest.approx([0.1] * 5)
+    assert [(e["epoch"], e["steps"]) for e in result.epochs] == [(1, 4), (2, 1)]
+
+    manifest = read_manifest(get_settings().models_dir / "tiny-tinker")
+    assert manifest["training"]["backend"] == "tinker"
+    assert manifest["training"]["config"]["max_steps"] == 5
+    assert [e["steps"] for e in manifest["training"]["epochs"]] == [4, 1]

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import random
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -18,6 +16,7 @@ from typing import Any
 
 from training.config import ALL_LINEAR, TrainConfig
 from training.errors import TrainingError
+from training.schedule import ADAM_BETAS, ADAM_EPS, GRAD_CLIP_NORM, Schedule, epoch_batches
 from training.types import TokenizedExample
 
 log = logging.getLogger(__name__)
@@ -25,9 +24,6 @@ log = logging.getLogger(__name__)
 CHECKPOINTS_DIR = "checkpoints"
 ADAPTER_DIR = "adapter"
 STATE_FILE = "training_state.pt"
-# Batches are formed from windows of this many batches' worth of examples sorted by length: less
-# padding, still a different mix every epoch.
-LENGTH_GROUP_BATCHES = 16
 
 
 @dataclass
@@ -105,33 +101,20 @@ def build_optimizer(model: Any, config: TrainConfig) -> Any:
     import torch
 
     params = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(
+        params, lr=config.learning_rate, betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=config.weight_decay
+    )
 
 
-def build_scheduler(optimizer: Any, config: TrainConfig, total_steps: int) -> Any:
-    from transformers import get_scheduler
+def build_scheduler(optimizer: Any, schedule: Schedule) -> Any:
+    """The shared schedule (training.schedule) as a torch scheduler: its state goes into checkpoints."""
+    import torch
 
-    name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[config.lr_schedule]
-    warmup = round(config.warmup_ratio * total_steps)
-    return get_scheduler(name, optimizer=optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: schedule.factor(step))
 
 
 # ---------------------------------------------------------------------------------------------
-# Batches and loss
-
-
-def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
-    """Deterministic per (seed, epoch): shuffle, sort windows by length, shuffle the batches."""
-    rng = random.Random(seed * 100_003 + epoch)
-    order = list(range(len(lengths)))
-    rng.shuffle(order)
-    window = batch_size * LENGTH_GROUP_BATCHES
-    batches = []
-    for start in range(0, len(order), window):
-        chunk = sorted(order[start : start + window], key=lambda i: lengths[i])
-        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
-    rng.shuffle(batches)
-    return batches
+# Batches and loss (the batch order is training.schedule.epoch_batches)
 
 
 def shared_prefix_length(rows: list[TokenizedExample]) -> int:
@@ -329,14 +312,12 @@ def train_local(
         torch.set_num_threads(config.cpu_threads)
     output_dir.mkdir(parents=True, exist_ok=True)
     metrics = MetricsLog(metrics_path)
-    steps_per_epoch = math.ceil(len(examples) / config.batch_size)
-    total_steps = config.epochs * steps_per_epoch
-    if config.max_steps is not None:
-        total_steps = min(total_steps, config.max_steps)
+    schedule = Schedule.for_run(config, len(examples))
+    total_steps = schedule.total_steps
 
     model = build_lora_model(base_location, config, device)
     optimizer = build_optimizer(model, config)
-    scheduler = build_scheduler(optimizer, config, total_steps)
+    scheduler = build_scheduler(optimizer, schedule)
     trainable, total = model.get_nb_trainable_parameters()
 
     start_epoch, global_step = 1, 0
@@ -382,6 +363,7 @@ def train_local(
                 if global_step >= total_steps:
                     break
                 step_started = time.perf_counter()
+                learning_rate = schedule.learning_rate_at(global_step)
                 batch = collate([examples[i] for i in batch_indices], pad_id, device)
                 loss_sum, weight_sum = weighted_loss(model, batch)
                 loss = loss_sum / weight_sum.clamp(min=1.0)
@@ -390,7 +372,7 @@ def train_local(
                         f"loss is {float(loss)} at step {global_step + 1}: lower the learning rate"
                     )
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP_NORM)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
@@ -406,7 +388,7 @@ def train_local(
                     epoch=epoch,
                     step=global_step,
                     loss=round(float(loss.detach()), 5),
-                    learning_rate=scheduler.get_last_lr()[0],
+                    learning_rate=learning_rate,
                     tokens=batch_tokens,
                     tokens_per_second=round(batch_tokens / step_seconds, 1),
                 )

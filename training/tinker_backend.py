@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
-import random
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -25,12 +25,19 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, Literal, cast
 
+from training.config import ALL_LINEAR, TrainConfig
+from training.schedule import ADAM_BETAS, ADAM_EPS, GRAD_CLIP_NORM, Schedule, epoch_batches
 from training.tinker_adapter import TinkerAdapterError, convert_tinker_adapter
 from training.types import TokenizedExample
 
+log = logging.getLogger(__name__)
+
 API_KEY_PREFIX = "tml-"
-LR_SCHEDULES = ("constant", "linear", "cosine")
 CHECKPOINT_NAME = "final"
+# Tinker's LoRA layer groups (create_lora_training_client's train_attn, train_mlp, train_unembed).
+ATTENTION_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
+MLP_MODULES = ("gate_proj", "up_proj", "down_proj")
+UNEMBED_MODULE = "lm_head"
 # How many optimizer steps may be queued on Tinker ahead of the one we wait for: overlapping keeps
 # the remote GPU busy while we read results (the SDK executes requests in submission order).
 STEPS_IN_FLIGHT = 2
@@ -143,44 +150,18 @@ class _Waiter:
                     ) from None
 
 
-def learning_rate_at(step: int, total_steps: int, base: float, schedule: str, warmup_steps: int = 0) -> float:
-    """Learning rate for 0-based optimizer step `step`: linear warmup, then the schedule's decay.
+def _adam_params(schedule: Schedule, step: int, weight_decay: float) -> Any:
+    """The AdamParams of 0-based optimizer step `step`: the local backend's AdamW settings."""
+    from tinker import types
 
-    The same curves as transformers' get_scheduler (cosine, linear, constant_with_warmup) that the
-    local backend uses, so both backends train with the same learning rates.
-    """
-    if schedule not in LR_SCHEDULES:
-        raise ValueError(f"unknown learning-rate schedule {schedule!r}; choose one of {LR_SCHEDULES}")
-    if step < warmup_steps:
-        return base * step / max(1, warmup_steps)
-    if schedule == "constant":
-        return base
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    if schedule == "linear":
-        return base * max(0.0, 1.0 - progress)
-    return base * max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
-
-
-@dataclass(frozen=True)
-class _Plan:
-    """How many optimizer steps, and the optimizer settings of each."""
-
-    total_steps: int
-    steps_per_epoch: int
-    learning_rate: float
-    lr_schedule: str
-    warmup_steps: int
-    weight_decay: float
-
-    def adam_params(self, step: int) -> Any:
-        from tinker import types
-
-        lr = learning_rate_at(step, self.total_steps, self.learning_rate, self.lr_schedule, self.warmup_steps)
-        return types.AdamParams(learning_rate=lr, weight_decay=self.weight_decay)
-
-    def ends_epoch(self, batch: _Batch) -> bool:
-        """Last step of an epoch, or of the run when max_steps cuts an epoch short."""
-        return batch.step + 1 in (batch.epoch * self.steps_per_epoch, self.total_steps)
+    return types.AdamParams(
+        learning_rate=schedule.learning_rate_at(step),
+        beta1=ADAM_BETAS[0],
+        beta2=ADAM_BETAS[1],
+        eps=ADAM_EPS,
+        weight_decay=weight_decay,
+        grad_clip_norm=GRAD_CLIP_NORM,
+    )
 
 
 def _datum(example: TokenizedExample) -> tuple[Any, list[float]]:
@@ -297,48 +278,66 @@ class _MetricsLog:
             self._stream.close()
 
 
-def _check_arguments(
-    examples: list[TokenizedExample],
-    validation: list[TokenizedExample],
-    *,
-    rank: int,
-    learning_rate: float,
-    epochs: int,
-    batch_size: int,
-    lr_schedule: str,
-    warmup_ratio: float,
-    weight_decay: float,
-    max_steps: int | None,
-) -> None:
+def lora_layers(target_modules: list[str] | str) -> tuple[bool, bool, bool]:
+    """TrainConfig.target_modules -> Tinker's (train_attn, train_mlp, train_unembed).
+
+    Tinker puts a LoRA on whole groups of layers, so a list must name whole groups (Llama-style
+    names). "all-linear" is attention + MLP: PEFT's all-linear, which the local backend uses, leaves
+    the output layer out (merging a LoRA into a tied output layer needs it untied first).
+    """
+    if target_modules == ALL_LINEAR:
+        return True, True, False
+    chosen = set(target_modules)
+    unknown = chosen - {*ATTENTION_MODULES, *MLP_MODULES, UNEMBED_MODULE}
+    if unknown or not chosen:
+        raise ValueError(
+            f"Tinker cannot train target_modules {sorted(chosen)}: it trains {ALL_LINEAR} or whole groups, "
+            f"attention ({','.join(ATTENTION_MODULES)}), MLP ({','.join(MLP_MODULES)}), {UNEMBED_MODULE}"
+        )
+    for group in (ATTENTION_MODULES, MLP_MODULES):
+        part = chosen & set(group)
+        if part and len(part) < len(group):
+            raise ValueError(
+                f"Tinker trains all of {','.join(group)} or none; target_modules has only "
+                f"{','.join(m for m in group if m in part)}"
+            )
+    return bool(chosen & set(ATTENTION_MODULES)), bool(chosen & set(MLP_MODULES)), UNEMBED_MODULE in chosen
+
+
+def _check_run(
+    config: TrainConfig, examples: list[TokenizedExample], validation: list[TokenizedExample]
+) -> str:
+    """The Tinker base model name, or ValueError for what Tinker cannot do as the config says."""
+    base_model = config.tinker_base_model or config.base_model
+    if not base_model:
+        raise ValueError("no base model: set tinker_base_model (Tinker's name for it)")
+    if config.resume:
+        raise ValueError(
+            "a Tinker run cannot be resumed here; start a new run (resume is for the local backend)"
+        )
+    lora_layers(config.target_modules)
     if not examples:
         raise ValueError("no training examples")
-    if rank < 1 or epochs < 1 or batch_size < 1 or learning_rate <= 0:
-        raise ValueError("rank, epochs, batch_size must be >= 1 and learning_rate > 0")
-    if lr_schedule not in LR_SCHEDULES:
-        raise ValueError(f"unknown learning-rate schedule {lr_schedule!r}; choose one of {LR_SCHEDULES}")
-    if not 0 <= warmup_ratio < 1 or weight_decay < 0 or (max_steps is not None and max_steps < 1):
-        raise ValueError("warmup_ratio must be in [0, 1), weight_decay >= 0 and max_steps >= 1")
     _check_examples(examples, "training")
     _check_examples(validation, "validation")
     if not any(any(w > 0 for w in example.weights[1:]) for example in examples):
         raise ValueError("no training token carries a loss weight: nothing to learn")
+    return base_model
 
 
 _Data = list[tuple[Any, list[float]]]  # (tinker Datum, its target weights)
 
 
 def _batches(
-    train_data: _Data, epochs: int, batch_size: int, seed: int, total_steps: int
+    train_data: _Data, lengths: list[int], batch_size: int, seed: int, schedule: Schedule
 ) -> Iterator[_Batch]:
-    """Shuffled batches, a fresh deterministic order per epoch, total_steps of them at most."""
+    """The shared batch order (training.schedule.epoch_batches), schedule.total_steps batches at most."""
     step = 0
-    for epoch in range(1, epochs + 1):
-        order = list(range(len(train_data)))
-        random.Random(seed + epoch).shuffle(order)
-        for start in range(0, len(order), batch_size):
-            if step == total_steps:
+    for epoch in range(1, math.ceil(schedule.total_steps / schedule.steps_per_epoch) + 1):
+        for indices in epoch_batches(lengths, batch_size, seed, epoch):
+            if step == schedule.total_steps:
                 return
-            chosen = [train_data[i] for i in order[start : start + batch_size]]
+            chosen = [train_data[i] for i in indices]
             yield _Batch(epoch, step, [d for d, _ in chosen], [w for _, w in chosen])
             step += 1
 
@@ -348,7 +347,8 @@ def _train_steps(
     batches: Iterator[_Batch],
     val_data: _Data,
     *,
-    plan: _Plan,
+    schedule: Schedule,
+    weight_decay: float,
     wait: _Waiter,
     metrics: _MetricsLog,
     summary: dict[str, Any],
@@ -358,15 +358,15 @@ def _train_steps(
 
     in_flight: deque[_InFlight] = deque()
     last_result = time.monotonic()
-    with tqdm(total=plan.total_steps, desc="Tinker LoRA", unit="step") as progress:
+    with tqdm(total=schedule.total_steps, desc="Tinker LoRA", unit="step") as progress:
         while True:
             while len(in_flight) < STEPS_IN_FLIGHT and (batch := next(batches, None)) is not None:
-                adam = plan.adam_params(batch.step)
+                adam = _adam_params(schedule, batch.step, weight_decay)
                 forward = client.forward_backward(batch.data, "cross_entropy")
                 optim = client.optim_step(adam)
                 # Submitted right behind the epoch's last optimizer step, so it sees those weights.
                 validate = None
-                if plan.ends_epoch(batch) and val_data:
+                if schedule.ends_epoch(batch.epoch, batch.step) and val_data:
                     validate = client.forward([d for d, _ in val_data], "cross_entropy")
                 in_flight.append(
                     _InFlight(batch, adam.learning_rate, forward, optim, validate, time.monotonic())
@@ -424,54 +424,37 @@ def _fetch_adapter(
 
 
 def train_tinker(
+    config: TrainConfig,
     *,
     examples: list[TokenizedExample],
     validation: list[TokenizedExample],
-    base_model: str,
-    rank: int,
-    learning_rate: float,
-    epochs: int,
-    batch_size: int,
     output_dir: Path,
     metrics_path: Path | None = None,
-    base_url: str | None = None,
     api_key: str | None = None,
-    seed: int = 0,
-    lr_schedule: str = "constant",
-    warmup_ratio: float = 0.0,
-    weight_decay: float = 0.0,
-    max_steps: int | None = None,
-    train_unembed: bool = False,
     request_timeout_s: float = 1800.0,
     unreachable_after_s: float = 120.0,
 ) -> Path:
-    """Train a LoRA on Tinker and return output_dir/"adapter", a PEFT adapter for base_model.
+    """Train a LoRA on Tinker as `config` says and return output_dir/"adapter", a PEFT adapter.
 
-    base_model is the Tinker model name (e.g. "meta-llama/Llama-3.2-1B"). The examples' token ids
-    must come from that model's tokenizer. train_unembed also puts a LoRA on the output layer; it
-    is off by default, matching the local backend's linear-layer targets, and because merging it
-    into a tied embedding (SmolLM2, Gemma 3) needs the output layer untied first.
-    base_url / api_key default to TINKER_BASE_URL / TINKER_API_KEY. metrics_path gets one JSON
-    object per optimizer step (loss, learning_rate, tokens, tokens_per_s) and per epoch (val_loss).
-    Also writes output_dir/"tinker_checkpoint" (Tinker's raw export) and output_dir/"tinker_run.json".
+    The Tinker model is config.tinker_base_model (default config.base_model), e.g.
+    "meta-llama/Llama-3.2-1B"; the examples' token ids must come from its tokenizer. The steps, learning
+    rates, batch order and AdamW settings are the local backend's (training.schedule): rank, seed,
+    learning_rate, lr_schedule, warmup_ratio, weight_decay, epochs, batch_size and max_steps apply as
+    there; target_modules picks Tinker's layer groups (lora_layers). Tinker has no LoRA dropout and
+    chooses the LoRA alpha itself: a dropout above 0 and an alpha other than the one Tinker used are
+    logged as not applied. resume is refused. URL: config.tinker_base_url, else TINKER_BASE_URL;
+    api_key defaults to TINKER_API_KEY. metrics_path gets one JSON object per optimizer step (loss,
+    learning_rate, tokens, tokens_per_s) and per epoch (val_loss). Also writes
+    output_dir/"tinker_checkpoint" (Tinker's raw export) and output_dir/"tinker_run.json".
     Waits up to request_timeout_s for any one result, and gives up once the host has not answered
-    for unreachable_after_s. Raises ValueError (bad arguments), TinkerUnavailableError (unreachable,
-    bad or missing API key, no answer) or TinkerTrainingError (Tinker refused or failed a request).
+    for unreachable_after_s. Raises ValueError (settings Tinker cannot carry out, bad examples),
+    TinkerUnavailableError (unreachable, bad or missing API key, no answer) or TinkerTrainingError
+    (Tinker refused or failed a request).
     """
-    _check_arguments(
-        examples,
-        validation,
-        rank=rank,
-        learning_rate=learning_rate,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr_schedule=lr_schedule,
-        warmup_ratio=warmup_ratio,
-        weight_decay=weight_decay,
-        max_steps=max_steps,
-    )
+    base_model = _check_run(config, examples, validation)
+    train_attn, train_mlp, train_unembed = lora_layers(config.target_modules)
     key = resolve_api_key(api_key)
-    url = resolve_base_url(base_url)
+    url = resolve_base_url(config.tinker_base_url)
     check_reachable(url)
 
     import tinker
@@ -480,17 +463,13 @@ def train_tinker(
     output_dir.mkdir(parents=True, exist_ok=True)
     train_data = [_datum(example) for example in examples]
     val_data = [_datum(example) for example in validation]
-    steps_per_epoch = math.ceil(len(train_data) / batch_size)
-    total_steps = min(steps_per_epoch * epochs, max_steps or steps_per_epoch * epochs)
-    plan = _Plan(
-        total_steps=total_steps,
-        steps_per_epoch=steps_per_epoch,
-        learning_rate=learning_rate,
-        lr_schedule=lr_schedule,
-        warmup_steps=round(warmup_ratio * total_steps),
-        weight_decay=weight_decay,
-    )
-    summary: dict[str, Any] = {"base_model": base_model, "rank": rank, "steps": total_steps, "val_loss": []}
+    schedule = Schedule.for_run(config, len(examples))
+    summary: dict[str, Any] = {
+        "base_model": base_model,
+        "rank": config.rank,
+        "steps": schedule.total_steps,
+        "val_loss": [],
+    }
     wait = _Waiter(url, timeout_s=request_timeout_s, unreachable_after_s=unreachable_after_s)
     service = tinker.ServiceClient(base_url=url, api_key=key)
     status: Literal["success", "errored", "interrupted", "unreachable"] = "errored"
@@ -498,15 +477,22 @@ def train_tinker(
         with _MetricsLog(metrics_path) as metrics, _tinker_errors(url):
             client = wait(
                 service.create_lora_training_client(
-                    base_model=base_model, rank=rank, seed=seed, train_unembed=train_unembed
+                    base_model=base_model,
+                    rank=config.rank,
+                    seed=config.seed,
+                    train_attn=train_attn,
+                    train_mlp=train_mlp,
+                    train_unembed=train_unembed,
                 )
             )
             summary["model_id"] = client.model_id
+            lengths = [len(example.input_ids) for example in examples]
             _train_steps(
                 client,
-                _batches(train_data, epochs, batch_size, seed, total_steps),
+                _batches(train_data, lengths, config.batch_size, config.seed, schedule),
                 val_data,
-                plan=plan,
+                schedule=schedule,
+                weight_decay=config.weight_decay,
                 wait=wait,
                 metrics=metrics,
                 summary=summary,
@@ -521,6 +507,8 @@ def train_tinker(
             summary=summary,
         )
         (output_dir / "tinker_run.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        for name, reason in not_applied(config, adapter_dir).items():
+            log.warning("tinker: %s not applied: %s", name, reason)
         status = "success"
         return adapter_dir
     except KeyboardInterrupt:
@@ -534,3 +522,16 @@ def train_tinker(
         finish_wait = {"success": 30.0, "unreachable": 0.5}.get(status, 5.0)
         with contextlib.suppress(Exception):
             service.close("errored" if status == "unreachable" else status).result(timeout=finish_wait)
+
+
+def not_applied(config: TrainConfig, adapter_dir: Path) -> dict[str, str]:
+    """The LoRA settings of `config` that the Tinker run did not apply, with the reason."""
+    skipped = {}
+    if config.dropout > 0:
+        skipped["dropout"] = f"Tinker has no LoRA dropout (config: {config.dropout}; trained with 0)"
+    used_alpha = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))["lora_alpha"]
+    if float(used_alpha) != config.alpha:
+        skipped["alpha"] = (
+            f"Tinker chooses the LoRA alpha (config: {config.alpha}; trained with {used_alpha})"
+        )
+    return skipped

@@ -135,19 +135,12 @@ def _run_tinker(
 
     try:
         adapter_dir = train_tinker(
+            config,  # Tinker's model: tinker_base_model, else base_model (a HF id; checked in train)
             examples=examples,
             validation=validation,
-            base_model=config.tinker_base_model or base.requested,
-            rank=config.rank,
-            learning_rate=config.learning_rate,
-            epochs=config.epochs,
-            batch_size=config.batch_size,
             output_dir=output_dir,
             metrics_path=metrics_path,
-            base_url=config.tinker_base_url,
             api_key=None,  # the SDK reads TINKER_API_KEY: keys never go into configs or manifests
-            seed=config.seed,
-            lr_schedule=config.lr_schedule,
         )
     except (TinkerTrainingError, ValueError) as error:
         raise TrainingError(f"tinker: {error}") from error
