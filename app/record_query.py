@@ -1,8 +1,12 @@
-"""Filtered record reads that scale: keyset-paginated chunks, each in its own short session.
+"""The one read path for records: the API's list, the review page and every export read through here.
 
-Exports and the review page read through here. Each chunk is one short read transaction (on
-SQLite every transaction takes the write lock, so one long cursor would stall the workers), and
-rows leave as plain `RecordRow` snapshots, so memory stays bounded by the chunk size.
+Every filter runs in SQL, topic and entity included: they match the effective metadata (a reviewer's
+correction wins over the model output) through each dialect's JSON functions, so a page is a
+LIMIT/OFFSET query beside a COUNT, and nothing is filtered in Python. `page_records` reads one page
+in the caller's (read) session; `iter_records` walks every match in keyset-paginated chunks, each in
+its own short read session (on SQLite one long cursor would hold a snapshot open for the whole
+export), and rows leave as plain `RecordRow` snapshots, so memory stays bounded by the chunk size.
+Item content is loaded only when asked for (`with_content`): the lists show none of it.
 """
 
 from __future__ import annotations
@@ -10,20 +14,25 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from itertools import islice
 from typing import Any, Literal
 
-from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy import Boolean, ColumnElement, Select, String, and_, bindparam, func, or_, select
+from sqlalchemy.exc import CompileError
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.sql.base import ExecutableOption
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.visitors import InternalTraversal
 
 from app.contract import GeneratedMetadata
-from app.core.db import get_read_sessionmaker
+from app.core.db import SQLITE_LOWER, get_read_sessionmaker
 from app.crud import as_utc
 from app.models import Item, Record
 
 DEFAULT_CHUNK = 100  # rows per query: bounds memory (about 30 kB a row with its item)
 
 Key = tuple[datetime, str]  # (record date, record id): a total order over records
+NEWEST_FIRST = (Record.date.desc(), Record.id.desc())
 
 
 @dataclass(frozen=True)
@@ -126,14 +135,59 @@ def effective_metadata(data: dict[str, Any], corrected: dict[str, Any] | None) -
     return {**data, **{name: corrected[name] for name in GeneratedMetadata.model_fields if name in corrected}}
 
 
-def _contains(values: list[Any], wanted: str) -> bool:
-    return wanted.casefold() in {str(value).casefold() for value in values}
+TERM_FIELDS = ("key_topics", "entities")  # the list fields the topic and entity filters search
 
 
-def matches(metadata: dict[str, Any], filters: RecordFilter) -> bool:
-    if filters.topic and not _contains(metadata.get("key_topics", []), filters.topic):
-        return False
-    return not (filters.entity and not _contains(metadata.get("entities", []), filters.entity))
+class HasTerm(ColumnElement[bool]):
+    """SQL: the record's effective `field` list (the correction's when it has that list, else the
+    model output's, as `effective_metadata` lays them) holds `wanted`, compared case-insensitively."""
+
+    type = Boolean()
+    _traverse_internals: list[tuple[str, InternalTraversal]] = [  # noqa: RUF012 (as SQLAlchemy declares it)
+        ("field", InternalTraversal.dp_string),
+        ("wanted", InternalTraversal.dp_clauseelement),
+    ]
+
+    def __init__(self, field: str, wanted: str) -> None:
+        if field not in TERM_FIELDS:  # it is written into the SQL: only known names
+            raise ValueError(f"not a searchable list field: {field}")
+        self.field = field
+        self.wanted = bindparam(f"{field}_term", wanted, type_=String(), unique=True)
+
+
+def _term_lists(compiler: SQLCompiler, typeof: str, get: str, **kw: Any) -> str:
+    """CASE picking the corrected list, else the model's (NULL when neither is a JSON array)."""
+    table = Record.__table__.c
+    columns = [compiler.process(column, **kw) for column in (table.corrected_data, table.data)]
+    cases = " ".join(f"WHEN {typeof.format(c)} = 'array' THEN {get.format(c)}" for c in columns)
+    return f"CASE {cases} END"
+
+
+@compiles(HasTerm, "sqlite")
+def _has_term_sqlite(element: HasTerm, compiler: SQLCompiler, **kw: Any) -> str:
+    path = f"'$.{element.field}'"
+    lists = _term_lists(compiler, f"json_type({{}}, {path})", f"json_extract({{}}, {path})", **kw)
+    wanted = compiler.process(element.wanted, **kw)
+    return (
+        f"EXISTS (SELECT 1 FROM json_each({lists}) AS term "
+        f"WHERE {SQLITE_LOWER}(term.value) = {SQLITE_LOWER}({wanted}))"
+    )
+
+
+@compiles(HasTerm, "postgresql")
+def _has_term_postgresql(element: HasTerm, compiler: SQLCompiler, **kw: Any) -> str:
+    key = f"'{element.field}'"
+    lists = _term_lists(compiler, f"json_typeof({{}} -> {key})", f"{{}} -> {key}", **kw)
+    wanted = compiler.process(element.wanted, **kw)
+    return (
+        f"EXISTS (SELECT 1 FROM json_array_elements_text({lists}) AS term(value) "
+        f"WHERE lower(term.value) = lower({wanted}))"
+    )
+
+
+@compiles(HasTerm)
+def _has_term_other(element: HasTerm, compiler: SQLCompiler, **kw: Any) -> str:
+    raise CompileError(f"topic/entity filters support SQLite and PostgreSQL, not {compiler.dialect.name}")
 
 
 def _filtered(query: Select, filters: RecordFilter) -> Select:
@@ -147,7 +201,15 @@ def _filtered(query: Select, filters: RecordFilter) -> Select:
         query = query.where(Record.reviewed.is_(filters.reviewed))
     if filters.created_until is not None:
         query = query.where(Record.created_at <= filters.created_until)
+    if filters.topic:
+        query = query.where(HasTerm("key_topics", filters.topic))
+    if filters.entity:
+        query = query.where(HasTerm("entities", filters.entity))
     return query
+
+
+def _item_loader(with_content: bool) -> ExecutableOption:
+    return joinedload(Record.item) if with_content else joinedload(Record.item).defer(Item.content)
 
 
 def _after(key: Key, descending: bool):  # type: ignore[no-untyped-def]
@@ -183,9 +245,8 @@ def iter_records(
     descending = order == "desc"
     if descending and (first_key or last_key):
         raise ValueError("key bounds are for ascending walks")
-    options = joinedload(Record.item) if with_content else joinedload(Record.item).defer(Item.content)
-    ordering = (Record.date.desc(), Record.id.desc()) if descending else (Record.date, Record.id)
-    base = _filtered(select(Record).options(options), filters).order_by(*ordering)
+    ordering = NEWEST_FIRST if descending else (Record.date, Record.id)
+    base = _filtered(select(Record).options(_item_loader(with_content)), filters).order_by(*ordering)
     if last_key is not None:
         base = base.where(_at_or_before((as_utc(last_key[0]), last_key[1])))  # type: ignore[arg-type]
     if first_key is not None:
@@ -199,9 +260,7 @@ def iter_records(
                 for r in session.scalars(query.limit(chunk_size)).unique()
             ]
             session.rollback()  # read only: release the (SQLite) transaction at once
-        for row in rows:
-            if matches(row.metadata, filters):
-                yield row
+        yield from rows
         if len(rows) < chunk_size:
             return
         last = rows[-1]
@@ -216,22 +275,22 @@ class RecordPage:
     offset: int
 
 
-def page_records(filters: RecordFilter, *, limit: int = 50, offset: int = 0) -> RecordPage:
-    """One page, newest first, with the total count (counted in SQL unless topic/entity filter)."""
-    if not (filters.topic or filters.entity):
-        with get_read_sessionmaker()() as session:
-            total = session.scalar(_filtered(select(func.count()).select_from(Record), filters)) or 0
-            session.rollback()
-        rows: list[RecordRow] = []
-        if offset < total:
-            walk = iter_records(filters, order="desc", chunk_size=min(limit + offset, 500))
-            rows = list(islice(walk, offset, offset + limit))
-        return RecordPage(rows=rows, total=total, limit=limit, offset=offset)
-    rows, total = [], 0
-    for row in iter_records(filters, order="desc", with_content=False):
-        if offset <= total < offset + limit:
-            rows.append(row)
-        total += 1
+def count_records(session: Session, *, filters: RecordFilter) -> int:
+    return session.scalar(_filtered(select(func.count()).select_from(Record), filters)) or 0
+
+
+def page_records(
+    session: Session, *, filters: RecordFilter, limit: int = 50, offset: int = 0, with_content: bool = False
+) -> RecordPage:
+    """One page of the matches, newest first, with their total: a COUNT and a LIMIT/OFFSET query."""
+    if limit < 1 or offset < 0:
+        raise ValueError("limit must be at least 1 and offset at least 0")
+    total = count_records(session, filters=filters)
+    rows: list[RecordRow] = []
+    if offset < total:
+        query = _filtered(select(Record).options(_item_loader(with_content)), filters)
+        records = session.scalars(query.order_by(*NEWEST_FIRST).limit(limit).offset(offset)).unique()
+        rows = [RecordRow.from_record(r, with_content=with_content) for r in records]
     return RecordPage(rows=rows, total=total, limit=limit, offset=offset)
 
 

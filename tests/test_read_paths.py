@@ -41,11 +41,14 @@ def test_reads_do_not_wait_for_a_writer(locked_database: list[str]) -> None:
     from prometheus_client.registry import CollectorRegistry
 
     from app.api.metrics import DatabaseCollector
+    from app.core.db import read_session_scope
     from app.record_query import RecordFilter, get_row, iter_records, page_records
 
     record_id = locked_database[0]
     assert _quick(lambda: get_row(record_id)) is not None
-    assert _quick(lambda: page_records(RecordFilter(), limit=10)).total == 3
+    with read_session_scope() as session:
+        assert _quick(lambda: page_records(session, filters=RecordFilter(topic="x"), limit=10)).total == 0
+        assert _quick(lambda: page_records(session, filters=RecordFilter(), limit=10)).total == 3
     assert len(_quick(lambda: list(iter_records(RecordFilter())))) == 3
     registry = CollectorRegistry()
     registry.register(DatabaseCollector())

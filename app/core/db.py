@@ -22,6 +22,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.core.config import get_settings
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# SQLite's own lower() folds ASCII only; record filters (app.record_query) compare through this one,
+# which lowers like PostgreSQL's lower() does under a UTF-8 locale ("Ü" -> "ü").
+SQLITE_LOWER = "enhancer_lower"
+
+
+def _sqlite_lower(value: object) -> str | None:
+    return None if value is None else str(value).lower()
 
 
 def make_engine(url: str) -> Engine:
@@ -42,6 +49,7 @@ def make_engine(url: str) -> Engine:
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
+            dbapi_conn.create_function(SQLITE_LOWER, 1, _sqlite_lower, deterministic=True)
 
         @event.listens_for(engine, "begin")
         def _begin(conn):  # type: ignore[no-untyped-def]

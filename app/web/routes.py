@@ -84,8 +84,8 @@ def review_list(request: Request) -> Response:
         page = max(1, int(request.query_params.get("page", "1")))
     except ValueError:
         page = 1
-    result = page_records(filters, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
-    with read_session_scope() as session:
+    with read_session_scope() as session:  # one snapshot: the total, the page and the sources agree
+        result = page_records(session, filters=filters, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
         sources = distinct_sources(session)
     pages = max(1, -(-result.total // PAGE_SIZE))
     context = {
