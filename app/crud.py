@@ -314,36 +314,6 @@ def reconcile_jobs(
 # Records --------------------------------------------------------------------------------
 
 
-def list_records(
-    session: Session,
-    *,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    source: str | None = None,
-    topic: str | None = None,
-    entity: str | None = None,
-    limit: int = 50,
-    offset: int = 0,
-) -> tuple[list[Record], int]:
-    query = select(Record)
-    if since is not None:
-        query = query.where(Record.date >= as_utc(since))
-    if until is not None:
-        query = query.where(Record.date < as_utc(until))
-    if source:
-        query = query.where(Record.source == source)
-    rows = list(session.scalars(query.order_by(Record.date.desc(), Record.id)))
-    if topic or entity:
-        rows = [r for r in rows if _matches(r.data, topic=topic, entity=entity)]
-    return rows[offset : offset + limit], len(rows)
-
-
-def _matches(data: dict[str, Any], *, topic: str | None, entity: str | None) -> bool:
-    if topic and topic.casefold() not in {t.casefold() for t in data.get("key_topics", [])}:
-        return False
-    return not (entity and entity.casefold() not in {e.casefold() for e in data.get("entities", [])})
-
-
 def get_record(session: Session, *, record_id: str) -> Record | None:
     return session.get(Record, record_id)
 

@@ -9,6 +9,7 @@ from pydantic import BaseModel
 
 from app.crud import as_utc
 from app.models import Job, Record
+from app.record_query import RecordRow
 
 
 class JobRef(BaseModel):
@@ -63,7 +64,7 @@ class RecordOut(BaseModel):
     corrected_metadata: dict[str, Any] | None
 
     @classmethod
-    def from_row(cls, record: Record) -> RecordOut:
+    def from_row(cls, record: Record | RecordRow) -> RecordOut:
         return cls(
             id=record.id,
             job_id=record.job_id,

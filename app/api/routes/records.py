@@ -7,9 +7,14 @@ from fastapi import APIRouter, HTTPException, Query
 
 from app.api.deps import ReadSessionDep
 from app.api.schemas import ErrorOut, RecordOut, RecordPage
-from app.crud import get_record, list_records
+from app.crud import get_record
+from app.record_query import RecordFilter, page_records
 
 router = APIRouter(prefix="/records", tags=["records"])
+
+MAX_LIMIT = 200
+MAX_OFFSET = 1_000_000_000  # far past any real table; a bigger number is a mistake, not a page
+_TERM = "One of `{}`, ignoring case; a reviewer's correction replaces the model's list"
 
 
 @router.get("", response_model=RecordPage)
@@ -18,24 +23,21 @@ def read_records(
     since: Annotated[datetime | None, Query(description="Item date from (inclusive), ISO 8601")] = None,
     until: Annotated[datetime | None, Query(description="Item date until (exclusive), ISO 8601")] = None,
     source: Annotated[str | None, Query(max_length=200)] = None,
-    topic: Annotated[str | None, Query(max_length=200)] = None,
-    entity: Annotated[str | None, Query(max_length=200)] = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    topic: Annotated[str | None, Query(max_length=200, description=_TERM.format("key_topics"))] = None,
+    entity: Annotated[str | None, Query(max_length=200, description=_TERM.format("entities"))] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size")] = 50,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Matches to skip")] = 0,
 ) -> RecordPage:
-    if since and until and since >= until:
-        raise HTTPException(status_code=422, detail="since must be before until")
-    rows, total = list_records(
-        session,
-        since=since,
-        until=until,
-        source=source,
-        topic=topic,
-        entity=entity,
-        limit=limit,
-        offset=offset,
+    """Records newest first, filtered in SQL; topic and entity match the effective metadata (a
+    reviewer's correction over the model output), as the export and the review page do."""
+    try:
+        filters = RecordFilter(since=since, until=until, source=source, topic=topic, entity=entity)
+    except ValueError as error:
+        raise HTTPException(status_code=422, detail=str(error)) from None
+    page = page_records(session, filters=filters, limit=limit, offset=offset)
+    return RecordPage(
+        items=[RecordOut.from_row(row) for row in page.rows], total=page.total, limit=limit, offset=offset
     )
-    return RecordPage(items=[RecordOut.from_row(r) for r in rows], total=total, limit=limit, offset=offset)
 
 
 @router.get("/{record_id}", response_model=RecordOut, responses={404: {"model": ErrorOut}})
