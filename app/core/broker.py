@@ -78,9 +78,7 @@ def declare_broker_queue(app: Celery, *, attempts: int = 10) -> None:
         except (IntegrityError, OperationalError):
             if attempt == attempts:
                 raise
-            logging.getLogger(__name__).info(
-                "broker queue or tables made by another process; looking again"
-            )
+            logging.getLogger(__name__).info("broker queue or tables made by another process; looking again")
             time.sleep(0.05 * attempt)
 
 
