@@ -16,6 +16,7 @@ from app.contract.prompt import PromptItem, render_prompt
 from tests.fake_tinker import TINKER_LORA_ALPHA, FakeTinkerServer
 from tests.fixtures import labelled_lines, labelled_rows
 from training.config import TrainConfig
+from training.metrics import read_metrics
 from training.schedule import lr_factor
 from training.tinker_backend import (
     ATTENTION_MODULES,
@@ -25,7 +26,7 @@ from training.tinker_backend import (
     lora_layers,
     train_tinker,
 )
-from training.types import TokenizedExample
+from training.types import RunResult, TokenizedExample
 
 BASE_MODEL = "tiny-llama"
 
@@ -115,7 +116,7 @@ def test_train_tinker_end_to_end_yields_a_peft_adapter(
         target_modules=[*ATTENTION_MODULES, *MLP_MODULES, "lm_head"],
         tinker_base_url=fake_tinker.base_url,
     )
-    adapter_dir = train_tinker(
+    run = train_tinker(
         config,
         examples=train,
         validation=validation,
@@ -123,12 +124,16 @@ def test_train_tinker_end_to_end_yields_a_peft_adapter(
         metrics_path=metrics_path,
         api_key=fake_tinker.api_key,
     )
+    adapter_dir = run.adapter_dir
+    assert run.device == "tinker" and run.steps == 9 and [e.epoch for e in run.epochs] == [1, 2, 3]
+    assert run.not_applied.keys() == {"dropout"}  # the config's 0.05; the alpha is Tinker's 32
 
-    records = [json.loads(line) for line in metrics_path.read_text().splitlines()]
-    steps = [r for r in records if "loss" in r]
-    val_losses = [r["val_loss"] for r in records if "val_loss" in r]
+    steps = read_metrics(metrics_path, "step")
+    (before,) = read_metrics(metrics_path, "validation")
+    val_losses = [r["validation_loss"] for r in read_metrics(metrics_path, "epoch")]
     assert [r["step"] for r in steps] == list(range(1, 10))
     assert len(val_losses) == 3
+    assert before["validation_loss"] > val_losses[0]
     first_epoch = sum(r["loss"] for r in steps[:3]) / 3
     last_epoch = sum(r["loss"] for r in steps[-3:]) / 3
     assert last_epoch < 0.9 * first_epoch, (first_epoch, last_epoch)
@@ -185,7 +190,7 @@ def _train(
     api_key: str | None = None,
     unreachable_after_s: float = 120.0,
     **settings: object,
-) -> Path:
+) -> RunResult:
     """train_tinker on 2 examples, 1 epoch of batch 2, rank 2, unless `settings` (TrainConfig fields) say."""
     config = tinker_config(**{"rank": 2, "learning_rate": 1e-3, "epochs": 1, "batch_size": 2, **settings})
     return train_tinker(
@@ -193,7 +198,7 @@ def _train(
         examples=data[:2] if examples is None else examples,
         validation=validation or [],
         output_dir=tmp_path / "run",
-        metrics_path=metrics_path,
+        metrics_path=metrics_path or tmp_path / "metrics.jsonl",
         api_key=api_key,
         unreachable_after_s=unreachable_after_s,
     )
@@ -258,7 +263,7 @@ def test_tinker_going_away_mid_training_gives_one_clear_error(
     def stop_after_first_step() -> None:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            if metrics_path.exists() and metrics_path.read_text().strip():
+            if metrics_path.exists() and '"event": "step"' in metrics_path.read_text():
                 break
             time.sleep(0.05)
         doomed.stop()
@@ -327,11 +332,13 @@ def test_max_steps_stops_early_and_still_validates(
         tinker_base_url=fake_tinker.base_url,
         api_key=fake_tinker.api_key,
     )
-    records = [json.loads(line) for line in metrics_path.read_text().splitlines()]
-    assert [(r["epoch"], r["step"]) for r in records if "loss" in r] == [(1, 1), (1, 2), (2, 3)]
+    steps = read_metrics(metrics_path, "step")
+    assert [(r["epoch"], r["step"]) for r in steps] == [(1, 1), (1, 2), (2, 3)]
     # Validation after each epoch's last step, and after the step that ends the run.
-    assert [r["step"] for r in records if "val_loss" in r] == [2, 3]
-    assert [r["learning_rate"] for r in records if "loss" in r] == pytest.approx([0.0, 1e-3, 5e-4])
+    epochs = read_metrics(metrics_path, "epoch")
+    assert [(r["epoch"], r["steps"]) for r in epochs] == [(1, 2), (2, 1)]
+    assert all(r["validation_loss"] is not None for r in epochs)
+    assert [r["learning_rate"] for r in steps] == pytest.approx([0.0, 1e-3, 5e-4])
 
 
 def test_train_on_tinker_applies_the_whole_config(
@@ -380,8 +387,19 @@ def test_train_on_tinker_applies_the_whole_config(
     assert [p["learning_rate"] for p in sent] == pytest.approx(expected_rates)
     assert [p["weight_decay"] for p in sent] == pytest.approx([0.1] * 5)
     assert [(e["epoch"], e["steps"]) for e in result.epochs] == [(1, 4), (2, 1)]
+    # The metrics log (one schema for both backends) says the same.
+    steps = read_metrics(result.metrics_path, "step")
+    assert [(r["epoch"], r["step"]) for r in steps] == [(1, 1), (1, 2), (1, 3), (1, 4), (2, 5)]
+    assert [r["learning_rate"] for r in steps] == pytest.approx(expected_rates)
+    assert [e["event"] for e in read_metrics(result.metrics_path)] == [
+        "validation", *["step"] * 4, "epoch", "step", "epoch", "done"
+    ]  # fmt: skip
+    assert result.initial_validation_loss is not None
 
     manifest = read_manifest(get_settings().models_dir / "tiny-tinker")
     assert manifest["training"]["backend"] == "tinker"
     assert manifest["training"]["config"]["max_steps"] == 5
     assert [e["steps"] for e in manifest["training"]["epochs"]] == [4, 1]
+    # What Tinker cannot do as configured is said, not recorded as used.
+    assert set(manifest["training"]["not_applied"]) == {"dropout"}
+    assert manifest["training"]["device"] == "tinker"

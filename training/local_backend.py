@@ -1,63 +1,29 @@
 """Local backend: PEFT LoRA on torch (CPU, or CUDA when present), weighted token loss.
 
 Checkpoints at the end of every epoch (adapter + optimiser + scheduler) let `--resume` continue a
-run; metrics go to a JSONL file, one object per line (event: validation | step | epoch | done).
+run; metrics go to the shared metrics log (training.metrics).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from training.config import ALL_LINEAR, TrainConfig
 from training.errors import TrainingError
+from training.metrics import MetricsLog
 from training.schedule import ADAM_BETAS, ADAM_EPS, GRAD_CLIP_NORM, Schedule, epoch_batches
-from training.types import TokenizedExample
+from training.types import EpochMetrics, RunResult, TokenizedExample
 
 log = logging.getLogger(__name__)
 
 CHECKPOINTS_DIR = "checkpoints"
 ADAPTER_DIR = "adapter"
 STATE_FILE = "training_state.pt"
-
-
-@dataclass
-class EpochMetrics:
-    epoch: int
-    train_loss: float
-    validation_loss: float | None
-    seconds: float
-    tokens_per_second: float
-    steps: int
-
-
-@dataclass
-class LocalRunResult:
-    adapter_dir: Path
-    epochs: list[EpochMetrics]
-    steps: int
-    initial_validation_loss: float | None
-    resumed_from_epoch: int = 0
-    device: str = "cpu"
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-class MetricsLog:
-    """Append-only JSONL; every line is flushed so a running job can be followed with `tail -f`."""
-
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-
-    def write(self, event: str, **values: Any) -> None:
-        line = json.dumps({"event": event, "time": round(time.time(), 3), **values})
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(line + "\n")
 
 
 def pick_device(requested: str) -> str:
@@ -291,16 +257,16 @@ def load_checkpoint(
 
 
 def train_local(
+    config: TrainConfig,
     *,
     examples: list[TokenizedExample],
     validation: list[TokenizedExample],
     base_location: str,
     pad_id: int,
-    config: TrainConfig,
     output_dir: Path,
     metrics_path: Path,
     fingerprint: dict[str, Any],
-) -> LocalRunResult:
+) -> RunResult:
     """Train a LoRA adapter; returns where it is (output_dir/adapter) and the per-epoch metrics."""
     import torch
     from tqdm import tqdm
@@ -382,15 +348,13 @@ def train_local(
                 tokens += batch_tokens
                 loss_total += float(loss_sum.detach())
                 weight_total += float(weight_sum)
-                step_seconds = time.perf_counter() - step_started
-                metrics.write(
-                    "step",
+                metrics.step(
                     epoch=epoch,
                     step=global_step,
-                    loss=round(float(loss.detach()), 5),
+                    loss=float(loss.detach()),
                     learning_rate=learning_rate,
                     tokens=batch_tokens,
-                    tokens_per_second=round(batch_tokens / step_seconds, 1),
+                    seconds=time.perf_counter() - step_started,
                 )
                 progress.update(1)
                 progress.set_postfix(epoch=epoch, loss=f"{float(loss.detach()):.3f}")
@@ -407,7 +371,7 @@ def train_local(
                 steps=steps,
             )
             history.append(epoch_metrics)
-            metrics.write("epoch", **asdict(epoch_metrics))
+            metrics.epoch(epoch_metrics)
             shown = "-" if validation_loss is None else f"{validation_loss:.4f}"
             progress.write(
                 f"epoch {epoch}: train loss {epoch_metrics.train_loss:.4f}, validation loss {shown}, "
@@ -433,7 +397,7 @@ def train_local(
     shutil.rmtree(adapter_dir, ignore_errors=True)
     model.save_pretrained(adapter_dir)
     metrics.write("done", steps=global_step, adapter_dir=str(adapter_dir))
-    return LocalRunResult(
+    return RunResult(
         adapter_dir=adapter_dir,
         epochs=history,
         steps=global_step,

@@ -24,6 +24,7 @@ from typing import Any
 
 from app.core.hashing import file_sha256
 from app.registry import MANIFEST_FILE, read_manifest
+from training.metrics import read_metrics
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -68,13 +69,11 @@ def fp16_weights(source: Path, target: Path) -> dict[str, Any]:
 
 
 def _loss_curve(metrics_path: Path) -> dict[str, list[Any]]:
-    rows = [json.loads(line) for line in metrics_path.read_text(encoding="utf-8").splitlines() if line]
     return {
-        "steps": [[r["step"], r["loss"]] for r in rows if r.get("event") == "step"],
+        "steps": [[r["step"], r["loss"]] for r in read_metrics(metrics_path, "step")],
         "epochs": [
             {k: v for k, v in r.items() if k not in ("event", "time")}
-            for r in rows
-            if r.get("event") == "epoch"
+            for r in read_metrics(metrics_path, "epoch")
         ],
     }
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import math
 import os
 import time
@@ -23,14 +22,13 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO, Any, Literal, cast
+from typing import Any, Literal, cast
 
 from training.config import ALL_LINEAR, TrainConfig
+from training.metrics import MetricsLog
 from training.schedule import ADAM_BETAS, ADAM_EPS, GRAD_CLIP_NORM, Schedule, epoch_batches
 from training.tinker_adapter import TinkerAdapterError, convert_tinker_adapter
-from training.types import TokenizedExample
-
-log = logging.getLogger(__name__)
+from training.types import EpochMetrics, RunResult, TokenizedExample
 
 API_KEY_PREFIX = "tml-"
 CHECKPOINT_NAME = "final"
@@ -38,6 +36,7 @@ CHECKPOINT_NAME = "final"
 ATTENTION_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP_MODULES = ("gate_proj", "up_proj", "down_proj")
 UNEMBED_MODULE = "lm_head"
+DEVICE = "tinker"  # RunResult.device and the metrics log's
 # How many optimizer steps may be queued on Tinker ahead of the one we wait for: overlapping keeps
 # the remote GPU busy while we read results (the SDK executes requests in submission order).
 STEPS_IN_FLIGHT = 2
@@ -57,6 +56,7 @@ class _Batch:
     step: int
     data: list[Any]  # tinker.types.Datum
     weights: list[list[float]]  # per datum, aligned with its target tokens
+    tokens: int  # of the examples (as the local backend counts them)
 
 
 @dataclass(frozen=True)
@@ -184,15 +184,20 @@ def _check_examples(examples: Sequence[TokenizedExample], what: str) -> None:
             raise ValueError(f"{what} example {index} ({example.example_id}) has fewer than 2 tokens")
 
 
-def _mean_loss(output: Any, weights: list[list[float]]) -> float:
-    """Summed -logprob * weight over the batch, divided by the summed weights."""
+def _loss_sums(output: Any, weights: list[list[float]]) -> tuple[float, float]:
+    """(summed -logprob * weight over the batch, summed weights)."""
     import numpy as np
 
     total = 0.0
     for datum_output, datum_weights in zip(output.loss_fn_outputs, weights, strict=True):
         logprobs = np.asarray(datum_output["logprobs"].data, dtype=np.float64)
         total += float(-(logprobs * np.asarray(datum_weights, dtype=np.float64)).sum())
-    trained = sum(sum(w) for w in weights)
+    return total, float(sum(sum(w) for w in weights))
+
+
+def _mean_loss(output: Any, weights: list[list[float]]) -> float:
+    """Summed -logprob * weight over the batch, divided by the summed weights."""
+    total, trained = _loss_sums(output, weights)
     return total / trained if trained > 0 else 0.0
 
 
@@ -256,28 +261,6 @@ def _download(urls: dict[str, str], target: Path, timeout_s: float) -> None:
                 raise TinkerUnavailableError(f"Downloading {relative} from Tinker failed: {exc}") from None
 
 
-class _MetricsLog:
-    """JSON Lines metrics (one object per line), or nothing when no path is given."""
-
-    def __init__(self, path: Path | None) -> None:
-        self._stream: IO[str] | None = None
-        if path is not None:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self._stream = Path(path).open("w", encoding="utf-8")  # noqa: SIM115 - closed in __exit__
-
-    def write(self, record: dict[str, Any]) -> None:
-        if self._stream is not None:
-            self._stream.write(json.dumps({"backend": "tinker", **record}) + "\n")
-            self._stream.flush()
-
-    def __enter__(self) -> _MetricsLog:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._stream is not None:
-            self._stream.close()
-
-
 def lora_layers(target_modules: list[str] | str) -> tuple[bool, bool, bool]:
     """TrainConfig.target_modules -> Tinker's (train_attn, train_mlp, train_unembed).
 
@@ -338,7 +321,8 @@ def _batches(
             if step == schedule.total_steps:
                 return
             chosen = [train_data[i] for i in indices]
-            yield _Batch(epoch, step, [d for d, _ in chosen], [w for _, w in chosen])
+            tokens = sum(lengths[i] for i in indices)
+            yield _Batch(epoch, step, [d for d, _ in chosen], [w for _, w in chosen], tokens)
             step += 1
 
 
@@ -350,14 +334,16 @@ def _train_steps(
     schedule: Schedule,
     weight_decay: float,
     wait: _Waiter,
-    metrics: _MetricsLog,
-    summary: dict[str, Any],
-) -> None:
+    metrics: MetricsLog,
+) -> list[EpochMetrics]:
     """forward_backward + optim_step per batch, a validation forward() after each epoch."""
     from tqdm.auto import tqdm
 
     in_flight: deque[_InFlight] = deque()
-    last_result = time.monotonic()
+    history: list[EpochMetrics] = []
+    last_result = epoch_started = time.monotonic()
+    loss_total = weight_total = 0.0
+    tokens = steps = 0
     with tqdm(total=schedule.total_steps, desc="Tinker LoRA", unit="step") as progress:
         while True:
             while len(in_flight) < STEPS_IN_FLIGHT and (batch := next(batches, None)) is not None:
@@ -372,35 +358,52 @@ def _train_steps(
                     _InFlight(batch, adam.learning_rate, forward, optim, validate, time.monotonic())
                 )
             if not in_flight:
-                return
+                return history
             step = in_flight.popleft()
             batch = step.batch
-            loss = _mean_loss(wait(step.forward), batch.weights)
+            loss_sum, weight_sum = _loss_sums(wait(step.forward), batch.weights)
+            loss = loss_sum / weight_sum if weight_sum > 0 else 0.0
             wait(step.optim)
             # Steps overlap on Tinker: a step's time runs from the later of its submission and the
             # previous step's result to its own result.
             now = time.monotonic()
             seconds = max(now - max(step.submitted, last_result), 1e-9)
             last_result = now
-            tokens = sum(len(w) for w in batch.weights)
-            metrics.write(
-                {
-                    "epoch": batch.epoch,
-                    "step": batch.step + 1,
-                    "loss": loss,
-                    "learning_rate": step.learning_rate,
-                    "tokens": tokens,
-                    "tokens_per_s": tokens / seconds,
-                }
+            metrics.step(
+                epoch=batch.epoch,
+                step=batch.step + 1,
+                loss=loss,
+                learning_rate=step.learning_rate,
+                tokens=batch.tokens,
+                seconds=seconds,
             )
-            summary["train_loss"] = loss
+            loss_total, weight_total = loss_total + loss_sum, weight_total + weight_sum
+            tokens, steps = tokens + batch.tokens, steps + 1
             progress.update(1)
             progress.set_postfix(epoch=batch.epoch, loss=f"{loss:.4f}")
+            if not schedule.ends_epoch(batch.epoch, batch.step):
+                continue
+            validation_loss = None
             if step.validate is not None:
-                val_loss = _mean_loss(wait(step.validate), [w for _, w in val_data])
-                summary["val_loss"].append(val_loss)
-                metrics.write({"epoch": batch.epoch, "step": batch.step + 1, "val_loss": val_loss})
-                progress.write(f"epoch {batch.epoch}: validation loss {val_loss:.4f}")
+                validation_loss = _mean_loss(wait(step.validate), [w for _, w in val_data])
+            epoch_seconds = time.monotonic() - epoch_started
+            epoch_metrics = EpochMetrics(
+                epoch=batch.epoch,
+                train_loss=loss_total / max(weight_total, 1e-9),
+                validation_loss=validation_loss,
+                seconds=round(epoch_seconds, 2),
+                tokens_per_second=round(tokens / max(epoch_seconds, 1e-9), 1),
+                steps=steps,
+            )
+            history.append(epoch_metrics)
+            metrics.epoch(epoch_metrics)
+            shown = "-" if validation_loss is None else f"{validation_loss:.4f}"
+            progress.write(
+                f"epoch {batch.epoch}: train loss {epoch_metrics.train_loss:.4f}, validation loss {shown}"
+            )
+            epoch_started = time.monotonic()
+            loss_total = weight_total = 0.0
+            tokens = steps = 0
 
 
 def _fetch_adapter(
@@ -429,12 +432,13 @@ def train_tinker(
     examples: list[TokenizedExample],
     validation: list[TokenizedExample],
     output_dir: Path,
-    metrics_path: Path | None = None,
+    metrics_path: Path,
     api_key: str | None = None,
     request_timeout_s: float = 1800.0,
     unreachable_after_s: float = 120.0,
-) -> Path:
-    """Train a LoRA on Tinker as `config` says and return output_dir/"adapter", a PEFT adapter.
+) -> RunResult:
+    """Train a LoRA on Tinker as `config` says; the result's adapter_dir is output_dir/"adapter", a PEFT
+    adapter.
 
     The Tinker model is config.tinker_base_model (default config.base_model), e.g.
     "meta-llama/Llama-3.2-1B"; the examples' token ids must come from its tokenizer. The steps, learning
@@ -442,10 +446,10 @@ def train_tinker(
     learning_rate, lr_schedule, warmup_ratio, weight_decay, epochs, batch_size and max_steps apply as
     there; target_modules picks Tinker's layer groups (lora_layers). Tinker has no LoRA dropout and
     chooses the LoRA alpha itself: a dropout above 0 and an alpha other than the one Tinker used are
-    logged as not applied. resume is refused. URL: config.tinker_base_url, else TINKER_BASE_URL;
-    api_key defaults to TINKER_API_KEY. metrics_path gets one JSON object per optimizer step (loss,
-    learning_rate, tokens, tokens_per_s) and per epoch (val_loss). Also writes
-    output_dir/"tinker_checkpoint" (Tinker's raw export) and output_dir/"tinker_run.json".
+    in the result's not_applied. resume is refused. URL: config.tinker_base_url, else TINKER_BASE_URL;
+    api_key defaults to TINKER_API_KEY. metrics_path gets the metrics log (training.metrics), as
+    the local backend writes it. Also writes output_dir/"tinker_checkpoint" (Tinker's raw export)
+    and output_dir/"tinker_run.json".
     Waits up to request_timeout_s for any one result, and gives up once the host has not answered
     for unreachable_after_s. Raises ValueError (settings Tinker cannot carry out, bad examples),
     TinkerUnavailableError (unreachable, bad or missing API key, no answer) or TinkerTrainingError
@@ -464,17 +468,13 @@ def train_tinker(
     train_data = [_datum(example) for example in examples]
     val_data = [_datum(example) for example in validation]
     schedule = Schedule.for_run(config, len(examples))
-    summary: dict[str, Any] = {
-        "base_model": base_model,
-        "rank": config.rank,
-        "steps": schedule.total_steps,
-        "val_loss": [],
-    }
+    summary: dict[str, Any] = {"base_model": base_model, "rank": config.rank, "steps": schedule.total_steps}
+    metrics = MetricsLog(metrics_path)
     wait = _Waiter(url, timeout_s=request_timeout_s, unreachable_after_s=unreachable_after_s)
     service = tinker.ServiceClient(base_url=url, api_key=key)
     status: Literal["success", "errored", "interrupted", "unreachable"] = "errored"
     try:
-        with _MetricsLog(metrics_path) as metrics, _tinker_errors(url):
+        with _tinker_errors(url):
             client = wait(
                 service.create_lora_training_client(
                     base_model=base_model,
@@ -486,8 +486,23 @@ def train_tinker(
                 )
             )
             summary["model_id"] = client.model_id
+            initial_validation = None
+            if val_data:
+                initial_validation = _mean_loss(
+                    wait(client.forward([d for d, _ in val_data], "cross_entropy")), [w for _, w in val_data]
+                )
+            metrics.write(
+                "validation",
+                epoch=0,
+                validation_loss=initial_validation,
+                train_examples=len(examples),
+                validation_examples=len(validation),
+                total_steps=schedule.total_steps,
+                device=DEVICE,
+                model_id=client.model_id,
+            )
             lengths = [len(example.input_ids) for example in examples]
-            _train_steps(
+            history = _train_steps(
                 client,
                 _batches(train_data, lengths, config.batch_size, config.seed, schedule),
                 val_data,
@@ -495,7 +510,6 @@ def train_tinker(
                 weight_decay=config.weight_decay,
                 wait=wait,
                 metrics=metrics,
-                summary=summary,
             )
         adapter_dir = _fetch_adapter(
             client,
@@ -507,10 +521,16 @@ def train_tinker(
             summary=summary,
         )
         (output_dir / "tinker_run.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        for name, reason in not_applied(config, adapter_dir).items():
-            log.warning("tinker: %s not applied: %s", name, reason)
+        metrics.write("done", steps=schedule.total_steps, adapter_dir=str(adapter_dir))
         status = "success"
-        return adapter_dir
+        return RunResult(
+            adapter_dir=adapter_dir,
+            epochs=history,
+            steps=schedule.total_steps,
+            initial_validation_loss=initial_validation,
+            device=DEVICE,
+            not_applied=not_applied(config, adapter_dir),
+        )
     except KeyboardInterrupt:
         status = "interrupted"
         raise

@@ -16,13 +16,13 @@ from training.config import TrainConfig, default_version_id
 from training.data import file_sha256, load_examples, split_examples, tokenize_examples
 from training.errors import BaseModelError, TrainingError
 from training.export import export_version
-from training.types import TokenizedExample
+from training.metrics import METRICS_FILE
+from training.types import RunResult, TokenizedExample
 from worker.runtime.loading import ModelSourceError, classify_source, ensure_hf_dir
 
 log = logging.getLogger(__name__)
 
 RUN_FILE = "run.json"
-METRICS_FILE = "metrics.jsonl"
 
 
 @dataclass(frozen=True)
@@ -90,51 +90,17 @@ def resolve_base_model(base_model: str | None, settings: Settings) -> ResolvedBa
     return ResolvedBaseModel(base_model, location, source.kind, description)
 
 
-def _epochs_from_metrics(path: Path) -> list[dict[str, Any]]:
-    """Per-epoch train/validation loss from a metrics JSONL of either backend.
-
-    Local lines carry `event` (step | epoch); the Tinker backend writes step lines with `loss` and
-    epoch-end lines with `val_loss`.
-    """
-    if not path.exists():
-        return []
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if any(row.get("event") == "epoch" for row in rows):
-        return [
-            {k: v for k, v in r.items() if k not in ("event", "time")}
-            for r in rows
-            if r.get("event") == "epoch"
-        ]
-    step_losses: dict[int, list[float]] = {}
-    validation: dict[int, float] = {}
-    for row in rows:
-        if "val_loss" in row:
-            validation[int(row["epoch"])] = float(row["val_loss"])
-        elif "loss" in row and "epoch" in row:
-            step_losses.setdefault(int(row["epoch"]), []).append(float(row["loss"]))
-    return [
-        {
-            "epoch": epoch,
-            "train_loss": sum(losses) / len(losses),
-            "validation_loss": validation.get(epoch),
-            "steps": len(losses),
-        }
-        for epoch, losses in sorted(step_losses.items())
-    ]
-
-
 def _run_tinker(
     config: TrainConfig,
-    base: ResolvedBaseModel,
     examples: list[TokenizedExample],
     validation: list[TokenizedExample],
     output_dir: Path,
     metrics_path: Path,
-) -> Path:
+) -> RunResult:
     from training.tinker_backend import TinkerTrainingError, train_tinker
 
     try:
-        adapter_dir = train_tinker(
+        return train_tinker(
             config,  # Tinker's model: tinker_base_model, else base_model (a HF id; checked in train)
             examples=examples,
             validation=validation,
@@ -144,7 +110,6 @@ def _run_tinker(
         )
     except (TinkerTrainingError, ValueError) as error:
         raise TrainingError(f"tinker: {error}") from error
-    return Path(adapter_dir)
 
 
 def _version_id(config: TrainConfig, output_dir: Path | None, base: ResolvedBaseModel) -> str:
@@ -219,36 +184,33 @@ def train(config: TrainConfig, *, settings: Settings | None = None) -> TrainResu
     (output_dir / RUN_FILE).write_text(json.dumps(run_info, indent=2), encoding="utf-8")
 
     training_started = time.perf_counter()
-    initial_validation: float | None = None
-    device = None
     if config.backend == "local":
         from training.local_backend import train_local
 
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         run = train_local(
+            config,
             examples=train_examples,
             validation=validation_examples,
             base_location=base.location,
             pad_id=int(pad_id),
-            config=config,
             output_dir=output_dir,
             metrics_path=metrics_path,
             fingerprint={**config.fingerprint(), "data_sha256": data_sha256},
         )
-        adapter_dir = run.adapter_dir
-        epochs = [asdict(e) for e in run.epochs]
-        initial_validation = run.initial_validation_loss
-        device = run.device
     else:
-        adapter_dir = _run_tinker(config, base, train_examples, validation_examples, output_dir, metrics_path)
-        epochs = _epochs_from_metrics(metrics_path)
+        run = _run_tinker(config, train_examples, validation_examples, output_dir, metrics_path)
+    epochs = [asdict(e) for e in run.epochs]
+    for name, reason in run.not_applied.items():
+        log.warning("%s: %s not applied: %s", config.backend, name, reason)
+        notes.append(f"{name} not applied: {reason}")
     training_seconds = time.perf_counter() - training_started
 
     exported = export_version(
         settings=settings,
         version_id=version_id,
         base_location=base.location,
-        adapter_dir=adapter_dir,
+        adapter_dir=run.adapter_dir,
         precision=config.precision,
         activate=config.activate,
         manifest={
@@ -268,9 +230,11 @@ def train(config: TrainConfig, *, settings: Settings | None = None) -> TrainResu
             },
             "training": {
                 "backend": config.backend,
-                "device": device,
+                "device": run.device,
                 "config": config.model_dump(mode="json"),
-                "initial_validation_loss": initial_validation,
+                # Settings of `config` this backend could not apply, with the reason.
+                **({"not_applied": run.not_applied} if run.not_applied else {}),
+                "initial_validation_loss": run.initial_validation_loss,
                 "epochs": epochs,
                 "seconds": round(training_seconds, 1),
             },
@@ -285,11 +249,11 @@ def train(config: TrainConfig, *, settings: Settings | None = None) -> TrainResu
         version_id=exported.version_id,
         version_dir=exported.version_dir,
         output_dir=output_dir,
-        adapter_dir=adapter_dir,
+        adapter_dir=run.adapter_dir,
         metrics_path=metrics_path,
         backend=config.backend,
         epochs=epochs,
-        initial_validation_loss=initial_validation,
+        initial_validation_loss=run.initial_validation_loss,
         train_examples=len(train_examples),
         validation_examples=len(validation_examples),
         wall_seconds=round(wall_seconds, 1),

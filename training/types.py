@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -21,3 +22,27 @@ class TokenizedExample:
     def __post_init__(self) -> None:
         if len(self.input_ids) != len(self.weights):
             raise ValueError("input_ids and weights must have the same length")
+
+
+@dataclass
+class EpochMetrics:
+    epoch: int
+    train_loss: float
+    validation_loss: float | None
+    seconds: float
+    tokens_per_second: float
+    steps: int
+
+
+@dataclass
+class RunResult:
+    """What a backend's run gives train(): the adapter and the loss curve."""
+
+    adapter_dir: Path
+    epochs: list[EpochMetrics]
+    steps: int
+    initial_validation_loss: float | None
+    resumed_from_epoch: int = 0
+    device: str = "cpu"
+    # Settings of the TrainConfig the backend could not apply, with the reason (the manifest says so).
+    not_applied: dict[str, str] = field(default_factory=dict)
