@@ -37,6 +37,30 @@ def tinker_config(**overrides: object) -> TrainConfig:
     return TrainConfig.model_validate({**values, **overrides})
 
 
+def _open_tinker_sessions() -> list[object]:
+    """The session heartbeat tasks running on the tinker SDK's event loop thread: one per session whose
+    client was not closed (it keeps calling the server after the test, and after the server is gone)."""
+    import asyncio
+
+    from tinker.lib.internal_client_holder import _internal_client_holder_thread_singleton
+
+    loop = _internal_client_holder_thread_singleton.get_loop()
+    return [
+        task
+        for task in asyncio.all_tasks(loop)
+        if getattr(task.get_coro(), "__qualname__", "").endswith("_session_heartbeat")
+    ]
+
+
+@pytest.fixture(autouse=True)
+def every_tinker_client_is_closed() -> Iterator[None]:
+    yield
+    deadline = time.monotonic() + 10
+    while _open_tinker_sessions() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _open_tinker_sessions(), "a Tinker session was left open: its heartbeat outlives the test"
+
+
 @pytest.fixture(scope="module")
 def fake_tinker(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeTinkerServer]:
     storage = tmp_path_factory.mktemp("tinker-storage")

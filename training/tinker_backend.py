@@ -4,7 +4,8 @@ Flow (tinker 0.38): ServiceClient -> create_lora_training_client(base_model, ran
 forward_backward([Datum], "cross_entropy") with per-token weights + optim_step(AdamParams) ->
 forward() on the validation set each epoch -> save_state (resumable on Tinker) ->
 save_weights_external -> RestClient.get_external_weights_urls -> download -> convert Tinker's tensor
-names into a PEFT adapter (training.tinker_adapter) -> close the session.
+names into a PEFT adapter (training.tinker_adapter) -> finish the session and release the client
+(also when training failed or the host went away: _close_session).
 
 Tinker's cross_entropy is a sum of -logprob * weight over target tokens; the loss we report is that
 sum divided by the summed weights (mean loss per trained token), like the local backend's.
@@ -416,6 +417,8 @@ def _fetch_adapter(
         summary["state_path"] = wait(client.save_state(CHECKPOINT_NAME)).path
         external = wait(client.save_weights_external(CHECKPOINT_NAME))
         summary["external_weights_path"] = external.path
+        # Session-less (no heartbeat): the SDK shares its connections per URL and key for the process,
+        # and it has nothing to close.
         rest = tinker.RestClient(base_url=url, api_key=key)
         listing = wait(rest.get_external_weights_urls(external.path))
     raw_dir = output_dir / "tinker_checkpoint"
@@ -538,10 +541,24 @@ def train_tinker(
         status = "unreachable"
         raise
     finally:
-        # Finishing the session is best effort: a host that is gone must not hold the caller up.
-        finish_wait = {"success": 30.0, "unreachable": 0.5}.get(status, 5.0)
-        with contextlib.suppress(Exception):
-            service.close("errored" if status == "unreachable" else status).result(timeout=finish_wait)
+        _close_session(service, status)
+
+
+def _close_session(service: Any, status: Literal["success", "errored", "interrupted", "unreachable"]) -> None:
+    """Finish the Tinker session and release the ServiceClient, whatever happened.
+
+    Finishing is best effort: a host that is gone must not hold the caller up. The SDK releases the
+    client (session heartbeat, result pollers, connections) once the finish request is done, and
+    retries that request for minutes against a dead host, meanwhile heartbeating to it; cancelling
+    the request after a short wait makes it release the client at once.
+    """
+    finish_wait = {"success": 30.0, "unreachable": 0.5}.get(status, 5.0)
+    closing = service.close("errored" if status == "unreachable" else status)
+    try:
+        with contextlib.suppress(Exception):  # not finished in time (the host is gone), or failed
+            closing.result(timeout=finish_wait)
+    finally:
+        closing.future().cancel()  # a no-op once it finished
 
 
 def not_applied(config: TrainConfig, adapter_dir: Path) -> dict[str, str]:
