@@ -58,6 +58,12 @@ class ModelHolder:
                 log.info("model %s ready in %.1f s", version_id, time.perf_counter() - started)
             return self._loaded
 
+    def abandon(self, loaded: LoadedModel) -> None:
+        """Forget `loaded` (its generate call hung and still holds it): the next get() loads afresh."""
+        with self._lock:
+            if self._loaded is loaded:
+                self._loaded = None
+
     @property
     def current_version(self) -> str | None:
         return self._loaded.version_id if self._loaded else None

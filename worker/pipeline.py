@@ -20,7 +20,6 @@ from app.contract import (
     NewsMetadata,
     PromptItem,
     derive_fields,
-    generated_json_schema,
     news_metadata_json_schema,
     render_prompt,
     strip_tracking,
@@ -39,8 +38,8 @@ from app.contract.field_guards import (
 )
 from app.contract.grounding import dedupe, is_grounded, normalize_text
 from app.contract.prompt import MAX_PROMPT_TEXT_CHARS
-from worker.runtime.base import GREEDY, RETRY, GenerationResult, ModelRuntime
-from worker.runtime.schema_budget import retry_schema, token_budget
+from worker.runtime.base import GenerationResult, ModelRuntime
+from worker.runtime.schema_budget import decoding_attempts
 
 log = logging.getLogger(__name__)
 
@@ -344,22 +343,18 @@ def enhance_items(runtime: ModelRuntime, items: list[ItemInput]) -> list[Enhance
     derived = [_derive(item) for item in items]
     prompts = [build_prompt(item, d, runtime.tokenizer) for item, d in zip(items, derived, strict=True)]
     outcomes = [EnhanceOutcome() for _ in items]
-    attempts = [
-        (generated_json_schema(), GREEDY, True),
-        (retry_schema(), RETRY, False),
-    ]
     pending = list(range(len(items)))
     guarded: dict[int, GuardRejected] = {}  # rows whose latest rejection was only a field guard's
-    for schema, sampling, stop_on_repetition in attempts:
+    for attempt in decoding_attempts():
         if not pending:
             break
         started = time.perf_counter()
         results = runtime.generate(
             [prompts[i] for i in pending],
-            max_new_tokens=token_budget(schema),
-            schema=schema,
-            sampling=sampling,
-            stop_on_repetition=stop_on_repetition,
+            max_new_tokens=attempt.max_new_tokens,
+            schema=attempt.schema,
+            sampling=attempt.sampling,
+            stop_on_repetition=attempt.stop_on_repetition,
         )
         elapsed = time.perf_counter() - started
         still_pending = []

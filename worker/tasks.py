@@ -27,6 +27,7 @@ from worker.celery_app import TASK_ENHANCE, celery_app, enqueue_jobs
 from worker.model_holder import ModelHolder
 from worker.pipeline import EnhanceOutcome, ItemInput, enhance_items
 from worker.stats import WORKER_STATS
+from worker.time_limit import GenerationTimedOut, batch_time_limit, run_with_time_limit
 
 log = logging.getLogger("worker.jobs")
 use_json_on_celery_loggers()  # ENHANCER_LOG_FORMAT=json
@@ -84,7 +85,20 @@ def enhance_jobs(job_ids: list[str]) -> dict[str, int]:
         loaded = model_holder().get()
         version_id = loaded.version_id
         WORKER_STATS.model_loaded(loaded)
-        outcomes = enhance_items(loaded.runtime, [c[3] for c in claimed])
+        limit = batch_time_limit(
+            len(claimed),
+            min_tokens_per_second=settings.generation_min_tokens_per_second,
+            overhead_seconds=settings.generation_overhead_seconds,
+        )
+        try:
+            outcomes = run_with_time_limit(
+                lambda: enhance_items(loaded.runtime, [c[3] for c in claimed]),
+                limit,
+                what=f"generating {len(claimed)} item(s)",
+            )
+        except GenerationTimedOut:
+            model_holder().abandon(loaded)
+            raise
     except Exception as exc:  # model could not load or generate: retry with backoff, then fail
         log.exception("model call failed for %d job(s)", len(claimed))
         model_failure = True

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 from app.contract import JSON_SEPARATORS, generated_json_schema
+from worker.runtime.base import GREEDY, RETRY, SamplingParams
 from worker.runtime.grammar import ascii_string_pattern
 
 # Stop tokens and a little slack for tokenizers that emit a leading space token.
@@ -82,10 +84,35 @@ def retry_schema() -> dict[str, Any]:
     return json.loads(_retry_schema_json())
 
 
-def decoding_schemas() -> list[dict[str, Any]]:
-    """The schemas the pipeline decodes with, in attempt order (compiled once at load time)."""
-    return [generated_json_schema(), retry_schema()]
-
-
 def token_budget(schema: dict[str, Any]) -> int:
     return max_json_chars(schema) + BUDGET_SLACK_TOKENS
+
+
+@dataclass(frozen=True)
+class DecodingAttempt:
+    schema: dict[str, Any]
+    sampling: SamplingParams
+    stop_on_repetition: bool
+
+    @property
+    def max_new_tokens(self) -> int:
+        return token_budget(self.schema)
+
+
+def decoding_attempts() -> list[DecodingAttempt]:
+    """How a row is decoded, in order: greedy on the full contract; then, for the rows it rejected,
+    sampled on the bounded retry schema (whose budget always fits, see above)."""
+    return [
+        DecodingAttempt(generated_json_schema(), GREEDY, stop_on_repetition=True),
+        DecodingAttempt(retry_schema(), RETRY, stop_on_repetition=False),
+    ]
+
+
+def decoding_schemas() -> list[dict[str, Any]]:
+    """The schemas the pipeline decodes with, in attempt order (compiled once at load time)."""
+    return [attempt.schema for attempt in decoding_attempts()]
+
+
+def batch_token_budget(rows: int) -> int:
+    """The most tokens a batch of `rows` can generate over every attempt."""
+    return rows * sum(attempt.max_new_tokens for attempt in decoding_attempts())
