@@ -362,21 +362,17 @@ def train_local(
             validation_loss = evaluate(
                 model, validation, batch_size=config.batch_size, pad_id=pad_id, device=device
             )
-            epoch_metrics = EpochMetrics(
+            epoch_metrics = metrics.end_epoch(
                 epoch=epoch,
-                train_loss=loss_total / max(weight_total, 1e-9),
+                loss_total=loss_total,
+                weight_total=weight_total,
                 validation_loss=validation_loss,
-                seconds=round(seconds, 2),
-                tokens_per_second=round(tokens / seconds, 1) if seconds else 0.0,
+                seconds=seconds,
+                tokens=tokens,
                 steps=steps,
+                progress=progress,
             )
             history.append(epoch_metrics)
-            metrics.epoch(epoch_metrics)
-            shown = "-" if validation_loss is None else f"{validation_loss:.4f}"
-            progress.write(
-                f"epoch {epoch}: train loss {epoch_metrics.train_loss:.4f}, validation loss {shown}, "
-                f"{epoch_metrics.seconds:.0f} s"
-            )
             save_checkpoint(
                 output_dir / CHECKPOINTS_DIR / f"epoch-{epoch}",
                 model,

@@ -55,6 +55,34 @@ class MetricsLog:
     def epoch(self, metrics: EpochMetrics) -> None:
         self.write("epoch", **asdict(metrics))
 
+    def end_epoch(
+        self,
+        *,
+        epoch: int,
+        loss_total: float,
+        weight_total: float,
+        validation_loss: float | None,
+        seconds: float,
+        tokens: int,
+        steps: int,
+        progress: Any,
+    ) -> EpochMetrics:
+        """An epoch's metrics from its running sums: logged, shown above the progress bar, returned."""
+        metrics = EpochMetrics(
+            epoch=epoch,
+            train_loss=loss_total / max(weight_total, 1e-9),
+            validation_loss=validation_loss,
+            seconds=round(seconds, 2),
+            tokens_per_second=round(tokens / max(seconds, 1e-9), 1),
+            steps=steps,
+        )
+        self.epoch(metrics)
+        shown = "-" if validation_loss is None else f"{validation_loss:.4f}"
+        progress.write(
+            f"epoch {epoch}: train loss {metrics.train_loss:.4f}, validation loss {shown}, {seconds:.0f} s"
+        )
+        return metrics
+
 
 def read_metrics(path: Path, event: str | None = None) -> list[dict[str, Any]]:
     """The lines of a metrics log (those of one `event` when given)."""

@@ -388,20 +388,17 @@ def _train_steps(
             if step.validate is not None:
                 validation_loss = _mean_loss(wait(step.validate), [w for _, w in val_data])
             epoch_seconds = time.monotonic() - epoch_started
-            epoch_metrics = EpochMetrics(
+            epoch_metrics = metrics.end_epoch(
                 epoch=batch.epoch,
-                train_loss=loss_total / max(weight_total, 1e-9),
+                loss_total=loss_total,
+                weight_total=weight_total,
                 validation_loss=validation_loss,
-                seconds=round(epoch_seconds, 2),
-                tokens_per_second=round(tokens / max(epoch_seconds, 1e-9), 1),
+                seconds=epoch_seconds,
+                tokens=tokens,
                 steps=steps,
+                progress=progress,
             )
             history.append(epoch_metrics)
-            metrics.epoch(epoch_metrics)
-            shown = "-" if validation_loss is None else f"{validation_loss:.4f}"
-            progress.write(
-                f"epoch {batch.epoch}: train loss {epoch_metrics.train_loss:.4f}, validation loss {shown}"
-            )
             epoch_started = time.monotonic()
             loss_total = weight_total = 0.0
             tokens = steps = 0
