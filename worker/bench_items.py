@@ -93,15 +93,7 @@ def item_from_body(name: str, body: dict[str, Any]) -> BenchItem:
         return BenchItem(name, None, f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}")
     return BenchItem(
         name,
-        ItemInput(
-            source=item.source,
-            headline=item.subject,
-            content=item.content,
-            date=item.date,
-            url=str(item.url) if item.url else None,
-            links=list(item.links),
-            has_html=item.has_html,
-        ),
+        ItemInput.from_submitted(item),
     )
 
 

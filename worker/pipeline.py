@@ -38,6 +38,7 @@ from app.contract.field_guards import (
 )
 from app.contract.grounding import dedupe, is_grounded, normalize_text
 from app.contract.prompt import MAX_PROMPT_TEXT_CHARS
+from app.crud import as_utc
 from worker.runtime.base import GenerationResult, ModelRuntime
 from worker.runtime.schema_budget import decoding_attempts
 
@@ -53,6 +54,44 @@ class ItemInput:
     url: str | None = None
     links: list[str] = field(default_factory=list)
     has_html: bool | None = None
+
+    @classmethod
+    def from_submitted(cls, item: SubmittedItem) -> ItemInput:
+        """The input of an item as POST /v1/enhance takes it (the stored row or the validated body)."""
+        return cls(
+            source=item.source,
+            headline=item.subject,
+            content=item.content,
+            date=as_utc(item.date),
+            url=str(item.url) if item.url else None,
+            links=list(item.links or []),
+            has_html=item.has_html,
+        )
+
+
+class SubmittedItem(Protocol):
+    """app.models.Item and app.contract.EnhanceItem: the fields the worker reads."""
+
+    @property
+    def source(self) -> str: ...
+
+    @property
+    def subject(self) -> str: ...
+
+    @property
+    def content(self) -> str: ...
+
+    @property
+    def date(self) -> datetime | None: ...
+
+    @property
+    def url(self) -> Any: ...
+
+    @property
+    def links(self) -> Any: ...
+
+    @property
+    def has_html(self) -> bool | None: ...
 
 
 @dataclass

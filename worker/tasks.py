@@ -14,7 +14,6 @@ from app.core.config import get_settings
 from app.core.db import session_scope
 from app.core.logging import use_json_on_celery_loggers
 from app.crud import (
-    as_utc,
     beat,
     claim_jobs,
     finish_job_failed,
@@ -44,19 +43,6 @@ def model_holder() -> ModelHolder:
     return _holder
 
 
-def _item_input(job) -> ItemInput:  # type: ignore[no-untyped-def]
-    item = job.item
-    return ItemInput(
-        source=item.source,
-        headline=item.subject,
-        content=item.content,
-        date=as_utc(item.date),
-        url=item.url,
-        links=list(item.links or []),
-        has_html=item.has_html,
-    )
-
-
 @celery_app.task(name=TASK_ENHANCE)
 def enhance_jobs(job_ids: list[str]) -> dict[str, int]:
     global _jobs_done
@@ -71,7 +57,7 @@ def enhance_jobs(job_ids: list[str]) -> dict[str, int]:
             lease_seconds=settings.job_lease_seconds,
             extra=max(0, settings.max_batch_size - len(job_ids)),
         )
-        claimed = [(job.id, job.attempts, job.item, _item_input(job)) for job in jobs]
+        claimed = [(job.id, job.attempts, job.item, ItemInput.from_submitted(job.item)) for job in jobs]
     if not claimed:
         return {"claimed": 0}
     for job_id, attempt, _, _ in claimed:
