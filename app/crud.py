@@ -364,17 +364,18 @@ def activate_model_version(session: Session, *, version_id: str) -> ModelVersion
     return version
 
 
-def beat(
+def record_heartbeat(
     session: Session,
     *,
-    hostname: str,
+    worker_id: str,
     model_version_id: str | None,
     jobs_done: int,
     stats: dict[str, Any] | None = None,
 ) -> None:
-    row = session.get(WorkerHeartbeat, hostname)
+    """Upsert one worker process's heartbeat row; `worker_id` is "host:pid" (the `hostname` column)."""
+    row = session.get(WorkerHeartbeat, worker_id)
     if row is None:
-        row = WorkerHeartbeat(hostname=hostname, model_version_id=model_version_id, jobs_done=jobs_done)
+        row = WorkerHeartbeat(hostname=worker_id, model_version_id=model_version_id, jobs_done=jobs_done)
         session.add(row)
     else:
         row.last_seen, row.model_version_id, row.jobs_done = utcnow(), model_version_id, jobs_done

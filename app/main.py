@@ -15,11 +15,10 @@ from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import __version__
-from app.api.deps import ApiKeyDep, ReviewKeyDep
+from app.api.deps import ApiKeyDep, ReviewKeyDep, close_submission_writer, open_submission_writer
 from app.api.limits import BodySizeLimit
 from app.api.metrics import install_metrics
 from app.api.routes import corrections, enhance, export, health, jobs, records
-from app.api.routes.enhance import close_writer
 from app.core.config import get_settings
 from app.core.migrate import upgrade_database
 from app.core.security import ensure_api_key
@@ -80,8 +79,9 @@ def create_app(*, migrate: bool = True) -> FastAPI:
         ensure_api_key(settings)  # first start without ENHANCER_API_KEYS: create <data dir>/api_key
         if migrate:
             upgrade_database(settings.sqlalchemy_url)
+        open_submission_writer(app, settings)
         yield
-        close_writer(app)  # store and publish submissions still waiting
+        close_submission_writer(app)  # store and publish submissions still waiting
 
     app = FastAPI(title="newsletter-enhancer", version=__version__, lifespan=lifespan)
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 import time
@@ -14,11 +15,11 @@ from app.core.config import get_settings
 from app.core.db import session_scope
 from app.core.logging import use_json_on_celery_loggers
 from app.crud import (
-    beat,
     claim_jobs,
     finish_job_failed,
     finish_job_succeeded,
     reconcile_jobs,
+    record_heartbeat,
     renew_leases,
 )
 from app.models import new_id
@@ -31,7 +32,7 @@ from worker.time_limit import GenerationTimedOut, batch_time_limit, run_with_tim
 log = logging.getLogger("worker.jobs")
 use_json_on_celery_loggers()  # ENHANCER_LOG_FORMAT=json
 
-HOSTNAME = f"{socket.gethostname()}:{__import__('os').getpid()}"
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"  # this process: a heartbeat row, a claim token prefix
 _holder: ModelHolder | None = None
 _jobs_done = 0
 
@@ -47,7 +48,7 @@ def model_holder() -> ModelHolder:
 def enhance_jobs(job_ids: list[str]) -> dict[str, int]:
     global _jobs_done
     settings = get_settings()
-    claim_token = f"{HOSTNAME}:{new_id()[:8]}"
+    claim_token = f"{WORKER_ID}:{new_id()[:8]}"
     job_ids = job_ids[: settings.max_batch_size]  # ids past a batch stay queued for the reconciler
     with session_scope() as session:
         jobs = claim_jobs(
@@ -61,7 +62,7 @@ def enhance_jobs(job_ids: list[str]) -> dict[str, int]:
     if not claimed:
         return {"claimed": 0}
     for job_id, attempt, _, _ in claimed:
-        log.info("job %s running (attempt %d) on %s", job_id, attempt, HOSTNAME)
+        log.info("job %s running (attempt %d) on %s", job_id, attempt, WORKER_ID)
     started = time.perf_counter()
     model_failure = False
     version_id: str | None = None
@@ -181,9 +182,9 @@ class Housekeeper(threading.Thread):
         while not self.stopped.is_set():
             try:
                 with session_scope() as session:
-                    beat(
+                    record_heartbeat(
                         session,
-                        hostname=HOSTNAME,
+                        worker_id=WORKER_ID,
                         model_version_id=model_holder().current_version,
                         jobs_done=_jobs_done,
                         stats=WORKER_STATS.snapshot(),

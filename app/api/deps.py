@@ -9,6 +9,7 @@ from fastapi import Depends, HTTPException, Request, Response, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from app.api.submissions import SubmissionWriter
 from app.core.config import Settings, get_settings
 from app.core.db import read_session_scope, session_scope
 from app.core.security import configured_key_digests, key_is_valid
@@ -36,6 +37,31 @@ async def current_settings() -> Settings:
 
 
 SettingsDep = Annotated[Settings, Depends(current_settings)]
+
+
+def open_submission_writer(app: object, settings: Settings) -> SubmissionWriter:
+    """The app's one writer thread (app/api/submissions.py); the lifespan opens it."""
+    state = app.state  # type: ignore[attr-defined]
+    if getattr(state, "submission_writer", None) is None:
+        state.submission_writer = SubmissionWriter(settings)
+    return state.submission_writer  # type: ignore[no-any-return]
+
+
+def close_submission_writer(app: object) -> None:
+    """At shutdown: store what is waiting, publish it, stop the threads."""
+    state = getattr(app, "state", None)
+    writer = getattr(state, "submission_writer", None)
+    if state is not None and writer is not None:
+        state.submission_writer = None  # a restarted app gets a fresh writer
+        writer.close()
+
+
+async def submission_writer(request: Request, settings: SettingsDep) -> SubmissionWriter:
+    # Opened here too when the app runs without its lifespan (a TestClient used outside `with`).
+    return open_submission_writer(request.app, settings)
+
+
+SubmissionWriterDep = Annotated[SubmissionWriter, Depends(submission_writer)]
 
 
 # API keys ---------------------------------------------------------------------------------

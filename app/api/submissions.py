@@ -21,8 +21,6 @@ import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from fastapi import HTTPException
-from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -38,6 +36,24 @@ MAX_GROUP = 64  # submissions per transaction: bounds the time the write lock is
 # A concurrent first use of one Idempotency-Key or one new item from another API process
 # (PostgreSQL): the loser of the unique-constraint race rolls back its savepoint and reads the winner's.
 _TRIES = 3
+
+
+class QueueFull(Exception):
+    """The submission would create jobs past `max_queued_jobs`: nothing of it was stored."""
+
+    def __init__(self, *, queued: int, limit: int, retry_after: int) -> None:
+        super().__init__(f"queue full: {queued} jobs waiting, the limit is {limit}; retry in {retry_after} s")
+        self.retry_after = retry_after
+
+
+class IdempotencyKeyReused(Exception):
+    """An Idempotency-Key came back with another payload than the one it was first sent with."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            f"Idempotency-Key {key!r} was already used with a different payload; "
+            "send a new key for a new request"
+        )
 
 
 @dataclass(frozen=True)
@@ -96,7 +112,7 @@ def store_submission(
     refused after writing (near the queue limit: the 429 counts only the jobs it would create), or
     any submission when `isolate`, runs inside a SAVEPOINT - they cost a flush and two statements.
     """
-    replayed = _replay(session, settings, submission)  # may raise 422; reads only
+    replayed = _replay(session, settings, submission)  # may raise IdempotencyKeyReused; reads only
     if replayed is not None:
         return replayed
     queued_before = queue_depth.current(session)
@@ -130,7 +146,7 @@ def _key_max_age(settings: Settings) -> timedelta:
 
 
 def _replay(session: Session, settings: Settings, submission: Submission) -> Accepted | None:
-    """The stored answer for a retried Idempotency-Key; 422 when the key came with another payload."""
+    """The stored answer for a retried Idempotency-Key; IdempotencyKeyReused for another payload."""
     key = submission.idempotency_key
     if not key:
         return None
@@ -138,13 +154,7 @@ def _replay(session: Session, settings: Settings, submission: Submission) -> Acc
     if stored is None:
         return None
     if stored.request_sha256 != submission.body_hash:
-        message = (
-            f"Idempotency-Key {key!r} was already used with a different payload; "
-            "send a new key for a new request"
-        )
-        raise RequestValidationError(
-            [{"loc": ("header", "Idempotency-Key"), "msg": message, "type": "idempotency_key_reused"}]
-        )
+        raise IdempotencyKeyReused(key)
     jobs = jobs_by_ids(session, job_ids=stored.job_ids)
     return Accepted(jobs=[(job.id, job.status) for job in jobs], replayed=True)
 
@@ -154,12 +164,10 @@ def _write(session: Session, settings: Settings, submission: Submission, queued_
     submitted = submit_items(session, items=submission.items, idempotency_key=key)
     created = [s.job.id for s in submitted if s.created]
     if created and queued_before + len(created) > settings.max_queued_jobs:
-        retry_after = settings.queue_full_retry_after_seconds
-        raise HTTPException(
-            status_code=429,
-            detail=f"queue full: {queued_before} jobs waiting, the limit is {settings.max_queued_jobs}; "
-            f"retry in {retry_after} s",
-            headers={"Retry-After": str(retry_after)},
+        raise QueueFull(
+            queued=queued_before,
+            limit=settings.max_queued_jobs,
+            retry_after=settings.queue_full_retry_after_seconds,
         )
     if key:
         save_idempotency_key(

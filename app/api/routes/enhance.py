@@ -4,16 +4,15 @@ import hashlib
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Request, Response, status
+from fastapi import APIRouter, Header, HTTPException, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from app.api.deps import SettingsDep
+from app.api.deps import SettingsDep, SubmissionWriterDep
 from app.api.schemas import EnhanceAccepted, ErrorOut, JobRef
-from app.api.submissions import Submission, SubmissionWriter
+from app.api.submissions import IdempotencyKeyReused, QueueFull, Submission
 from app.contract import EnhanceItem
 from app.contract.request import EnhanceBatch
-from app.core.config import Settings
 
 router = APIRouter(tags=["enhance"])
 
@@ -92,6 +91,7 @@ async def enhance(
     request: Request,
     response: Response,
     settings: SettingsDep,
+    writer: SubmissionWriterDep,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -111,27 +111,18 @@ async def enhance(
     check_item_limits(body, max_items=settings.max_batch_items, max_chars=settings.max_item_chars)
     items, single = parse_enhance_body(body)
     body_hash = request_sha256(body) if idempotency_key else ""
-    writer = _writer(request, settings)
-    accepted = await writer.submit(Submission(items, idempotency_key, body_hash))
+    try:
+        accepted = await writer.submit(Submission(items, idempotency_key, body_hash))
+    except QueueFull as full:
+        raise HTTPException(
+            status_code=429, detail=str(full), headers={"Retry-After": str(full.retry_after)}
+        ) from None
+    except IdempotencyKeyReused as reused:
+        raise RequestValidationError(
+            [{"loc": ("header", "Idempotency-Key"), "msg": str(reused), "type": "idempotency_key_reused"}]
+        ) from None
     if accepted.replayed:
         response.headers["Idempotent-Replayed"] = "true"
     if single and accepted.jobs:
         response.headers["Location"] = f"/v1/jobs/{accepted.jobs[0][0]}"
     return EnhanceAccepted(jobs=[JobRef(id=job_id, status=status) for job_id, status in accepted.jobs])
-
-
-def _writer(request: Request, settings: Settings) -> SubmissionWriter:
-    """This app's writer thread (app/api/submissions.py), started on first use."""
-    state = request.app.state
-    if getattr(state, "submission_writer", None) is None:
-        state.submission_writer = SubmissionWriter(settings)
-    return state.submission_writer  # type: ignore[no-any-return]
-
-
-def close_writer(app: object) -> None:
-    """At shutdown: store what is waiting, publish it, stop the threads."""
-    state = getattr(app, "state", None)
-    writer = getattr(state, "submission_writer", None)
-    if state is not None and writer is not None:
-        state.submission_writer = None  # a restarted app gets a fresh writer
-        writer.close()
