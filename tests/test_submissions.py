@@ -184,3 +184,15 @@ def test_a_submission_failing_part_way_fails_alone(writer: SubmissionWriter, dat
     assert isinstance(failed, Exception) and "poison item" in str(failed)
     ledger = read_ledger()
     assert sorted(ledger.job_status) == sorted([first.jobs[0][0], third.jobs[0][0]])  # item 2 undone too
+
+
+def test_a_writer_loop_takes_what_waits_as_batches_and_drops_nothing_before_the_stop() -> None:
+    import queue
+
+    from app.core.batches import batches_until_stopped
+
+    pending: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+    for value in [1, 2, 3, 4, 5, None, 6]:
+        pending.put(value)
+    assert list(batches_until_stopped(pending, max_size=2)) == [[1, 2], [3, 4], [5]]
+    assert pending.get_nowait() == 6  # put after the stop: left for no one, as close() means

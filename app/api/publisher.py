@@ -15,6 +15,8 @@ import queue
 import threading
 from collections.abc import Callable
 
+from app.core.batches import batches_until_stopped
+
 log = logging.getLogger(__name__)
 
 
@@ -44,23 +46,10 @@ class JobPublisher:
             self._thread.join(timeout)
 
     def _run(self) -> None:
-        while True:
-            batch = self._pending.get()
-            if batch is None:
-                return
-            stop = False
-            while True:  # take everything that arrived meanwhile
-                try:
-                    more = self._pending.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stop = True
-                    break
-                batch += more
+        # ids that arrived while a send was in flight go out together in the next one
+        for batches in batches_until_stopped(self._pending):
+            batch = [job_id for ids in batches for job_id in ids]
             try:
                 self._send(batch)
             except Exception:  # never let the thread die; the reconciler covers these ids
                 log.exception("publishing %d job id(s) failed", len(batch))
-            if stop:
-                return

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from app.api.publisher import JobPublisher
 from app.contract import EnhanceItem
+from app.core.batches import batches_until_stopped
 from app.core.config import Settings
 from app.core.db import write_session_scope
 from app.crud import count_queued_jobs, find_idempotency_key, jobs_by_ids, save_idempotency_key, submit_items
@@ -208,26 +209,10 @@ class SubmissionWriter:
         self.publisher.close(timeout)
 
     def _run(self) -> None:
-        while True:
-            first = self._pending.get()
-            if first is None:
-                return
-            group = [first]
-            stop = False
-            while len(group) < MAX_GROUP:
-                try:
-                    waiter = self._pending.get_nowait()
-                except queue.Empty:
-                    break
-                if waiter is None:
-                    stop = True
-                    break
-                group.append(waiter)
+        for group in batches_until_stopped(self._pending, max_size=MAX_GROUP):
             outcomes = self._write([submission for submission, _, _ in group])
             self.publisher.publish([job for o in outcomes if isinstance(o, Accepted) for job in o.created])
             self._answer(group, outcomes)
-            if stop:
-                return
 
     def _write(self, submissions: list[Submission]) -> list[Accepted | BaseException]:
         """Fast: one transaction, savepoints only where needed. If a submission fails part-way
