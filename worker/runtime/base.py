@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
+
+# stop: the row ended (end-of-sequence, the grammar's end); length: it ran out of tokens;
+# repetition: the repetition guard ended a loop.
+FinishReason = Literal["stop", "length", "repetition"]
 
 
 @dataclass(frozen=True)
@@ -24,8 +29,45 @@ RETRY = SamplingParams(do_sample=True, temperature=0.7, top_p=0.9, repetition_pe
 class GenerationResult:
     text: str
     new_tokens: int
-    finish_reason: str  # "stop" | "length" | "repetition"
+    finish_reason: FinishReason
     seconds: float = 0.0
+
+
+def eos_token_ids(tokenizer: Any, configured: int | Iterable[int] | None) -> list[int]:
+    """The tokenizer's end-of-sequence id and the model's configured one(s)."""
+    ids = {tokenizer.eos_token_id}
+    if isinstance(configured, int):
+        if configured >= 0:
+            ids.add(configured)
+    elif configured is not None:
+        ids.update(configured)
+    return sorted(i for i in ids if i is not None)
+
+
+def finish_row(
+    ids: Sequence[int],
+    eos: set[int],
+    *,
+    repeated: bool,
+    engine_stopped: bool = False,
+    pad_id: int | None = None,
+) -> tuple[list[int], FinishReason]:
+    """A row's generated ids up to its first end-of-sequence token, and why it ended.
+
+    `engine_stopped`: the engine reports a stop without an EOS in the ids (a stop token it strips).
+    `pad_id`: a batch pads the rows that ended early; a row ended by the guard may carry that padding.
+    """
+    end = next((i for i, token in enumerate(ids) if token in eos), None)
+    kept = list(ids[:end]) if end is not None else list(ids)
+    if repeated:
+        reason: FinishReason = "repetition"
+    elif end is not None or engine_stopped:
+        return kept, "stop"
+    else:
+        reason = "length"
+    while pad_id is not None and kept and kept[-1] == pad_id:
+        kept.pop()
+    return kept, reason
 
 
 @dataclass

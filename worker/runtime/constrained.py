@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, cast
 
@@ -10,7 +9,7 @@ import torch
 import xgrammar as xgr
 from transformers import LogitsProcessor, StoppingCriteria
 
-from worker.runtime.grammar import schema_ebnf
+from worker.runtime.grammar import grammar_text
 from worker.runtime.repetition import LOOP_WINDOW, LoopDetector
 from worker.runtime.schema_budget import decoding_schemas
 
@@ -35,10 +34,10 @@ class GrammarCache:
             self.compiled(schema)
 
     def compiled(self, schema: dict[str, Any]) -> xgr.CompiledGrammar:
-        key = json.dumps(schema)  # not sort_keys: property order is generation order
-        if key not in self._compiled:
-            self._compiled[key] = self.compiler.compile_grammar(schema_ebnf(schema))
-        return self._compiled[key]
+        text = grammar_text(schema)
+        if text not in self._compiled:
+            self._compiled[text] = self.compiler.compile_grammar(text)
+        return self._compiled[text]
 
     def processor(self, schema: dict[str, Any], batch_size: int) -> SchemaLogitsProcessor:
         return SchemaLogitsProcessor(self.compiled(schema), self.vocab_size, batch_size)

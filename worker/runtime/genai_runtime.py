@@ -8,7 +8,6 @@ stop one request without stopping the batch: genai has no per-request stopping c
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -18,8 +17,15 @@ from typing import Any
 import openvino as ov
 import openvino_genai as ov_genai
 
-from worker.runtime.base import GREEDY, GenerationResult, RuntimeInfo, SamplingParams
-from worker.runtime.grammar import schema_ebnf
+from worker.runtime.base import (
+    GREEDY,
+    GenerationResult,
+    RuntimeInfo,
+    SamplingParams,
+    eos_token_ids,
+    finish_row,
+)
+from worker.runtime.grammar import grammar_text
 from worker.runtime.repetition import LoopDetector
 from worker.runtime.schema_budget import decoding_schemas
 
@@ -46,7 +52,6 @@ class GenAIRuntime:
         scheduler.enable_prefix_caching = True
         self.pipeline = ov_genai.ContinuousBatchingPipeline(str(ir_dir), scheduler, device, properties)
         self.eos_token_ids = self._eos_ids()
-        self._grammars: dict[str, str] = {}
         self._next_request_id = 0
         # One caller at a time drives the pipeline's steps (a threads-pool worker shares the runtime).
         self._lock = threading.Lock()
@@ -54,17 +59,7 @@ class GenAIRuntime:
             self.generate(["{"], max_new_tokens=1, schema=schema, stop_on_repetition=False)
 
     def _eos_ids(self) -> list[int]:
-        ids = {self.tokenizer.eos_token_id}
-        configured = self.pipeline.get_config().eos_token_id
-        if isinstance(configured, int) and configured >= 0:
-            ids.add(configured)
-        return sorted(i for i in ids if i is not None)
-
-    def _grammar(self, schema: dict[str, Any]) -> str:
-        key = json.dumps(schema)
-        if key not in self._grammars:
-            self._grammars[key] = schema_ebnf(schema)
-        return self._grammars[key]
+        return eos_token_ids(self.tokenizer, self.pipeline.get_config().eos_token_id)
 
     def _config(
         self, max_new_tokens: int, schema: dict[str, Any] | None, sampling: SamplingParams
@@ -82,7 +77,7 @@ class GenAIRuntime:
         if sampling.repetition_penalty != 1.0:
             config.repetition_penalty = sampling.repetition_penalty
         if schema is not None:
-            config.structured_output_config = ov_genai.StructuredOutputConfig(grammar=self._grammar(schema))
+            config.structured_output_config = ov_genai.StructuredOutputConfig(grammar=grammar_text(schema))
         return config
 
     def _decode(self, ids: list[int]) -> str:
@@ -111,14 +106,7 @@ class GenAIRuntime:
         eos = set(self.eos_token_ids)
         results = []
         for row, (ids, finish) in enumerate(tokens):
-            end = next((i for i, token in enumerate(ids) if token in eos), None)
-            if row in looped:
-                reason = "repetition"
-            elif end is not None or finish == "STOP":
-                reason = "stop"
-            else:
-                reason = "length"
-            ids = ids[:end] if end is not None else ids
+            ids, reason = finish_row(ids, eos, repeated=row in looped, engine_stopped=finish == "STOP")
             text = self._decode(ids)
             results.append(
                 GenerationResult(text=text, new_tokens=len(ids), finish_reason=reason, seconds=elapsed)

@@ -15,6 +15,7 @@ tokens <= characters for byte-level tokenizers (see schema_budget).
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from typing import Any
 
 # A JSON string character that needs no escape: not '"', not '\', not a control character.
@@ -138,6 +139,16 @@ class _Builder:
                 f"{_literal(prefix + json.dumps(key) + ': ')} {self.value(value, f'{name}_{index}')}"
             )
         return self.rule(name, " ".join([*parts, '"}"']) if parts else '"{}"')
+
+
+def grammar_text(schema: dict[str, Any]) -> str:
+    """schema_ebnf, built once per schema for every runtime (the pipeline decodes with two)."""
+    return _grammar_text_of(json.dumps(schema))  # not sort_keys: property order is generation order
+
+
+@lru_cache(maxsize=32)
+def _grammar_text_of(schema_json: str) -> str:
+    return schema_ebnf(json.loads(schema_json))
 
 
 def schema_ebnf(schema: dict[str, Any]) -> str:

@@ -13,7 +13,14 @@ from typing import Any
 import torch
 from transformers import LogitsProcessorList, StoppingCriteriaList
 
-from worker.runtime.base import GREEDY, GenerationResult, RuntimeInfo, SamplingParams
+from worker.runtime.base import (
+    GREEDY,
+    GenerationResult,
+    RuntimeInfo,
+    SamplingParams,
+    eos_token_ids,
+    finish_row,
+)
 from worker.runtime.constrained import GrammarCache, RepetitionGuard
 from worker.runtime.repetition import LoopDetector
 
@@ -32,14 +39,8 @@ class HFGenerateRuntime:
         self._lock = threading.Lock()
 
     def _eos_ids(self) -> list[int]:
-        ids = {self.tokenizer.eos_token_id}
         generation_config = getattr(self.model, "generation_config", None)
-        configured = getattr(generation_config, "eos_token_id", None)
-        if isinstance(configured, int):
-            ids.add(configured)
-        elif isinstance(configured, list):
-            ids.update(configured)
-        return sorted(i for i in ids if i is not None)
+        return eos_token_ids(self.tokenizer, getattr(generation_config, "eos_token_id", None))
 
     def _decode(self, ids: list[int]) -> str:
         # No clean_up_tokenization_spaces: it rewrites " ." to "." after the grammar accepted the text.
@@ -85,15 +86,12 @@ class HFGenerateRuntime:
         results: list[GenerationResult] = []
         eos = set(self.eos_token_ids)
         for row in range(len(prompts)):
-            new_ids = output[row, prompt_length:].tolist()
-            end = next((i for i, token in enumerate(new_ids) if token in eos), None)
-            if end is not None and row not in guard.tripped:  # a stopped row's padding may be EOS
-                reason, new_ids = "stop", new_ids[:end]
-            else:
-                new_ids = new_ids[:end]
-                while new_ids and new_ids[-1] == self.tokenizer.pad_token_id:
-                    new_ids.pop()
-                reason = "repetition" if row in guard.tripped else "length"
+            new_ids, reason = finish_row(
+                output[row, prompt_length:].tolist(),
+                eos,
+                repeated=row in guard.tripped,  # a stopped row's padding may be EOS
+                pad_id=self.tokenizer.pad_token_id,
+            )
             text = self._decode(new_ids)
             results.append(
                 GenerationResult(text=text, new_tokens=len(new_ids), finish_reason=reason, seconds=elapsed)
