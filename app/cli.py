@@ -169,7 +169,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_reconcile(args: argparse.Namespace) -> int:
     _apply_data_dir(args)
     _migrate()
-    from worker.tasks import reconcile_once
+    from worker.housekeeping import reconcile_once
 
     print(json.dumps(reconcile_once()))
     return 0
