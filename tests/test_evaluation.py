@@ -137,7 +137,7 @@ def test_load_eval_items_keeps_raw_gold() -> None:
 
 
 def _fake_trained_version(tmp_path: Path, train_file: Path) -> Path:
-    from training.data import file_sha256
+    from app.core.hashing import file_sha256
 
     version = tmp_path / "version"
     (version / "hf").mkdir(parents=True)

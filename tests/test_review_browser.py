@@ -206,7 +206,7 @@ def test_review_page_filter_correct_save_and_export_for_training(
     assert row["metadata"]["sentiment"] == "positive"
     assert row["metadata"]["action_items"] == ["Track Broadcom's custom accelerator roadmap"]
 
-    from training.data import parse_lines
+    from training.data.loading import parse_lines
 
     loaded = parse_lines(out.read_text(encoding="utf-8").splitlines(), source=out)
     assert len(loaded.examples) == 1  # `enhancer train` reads it back as one labelled example

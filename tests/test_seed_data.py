@@ -88,7 +88,7 @@ def _seed(name: str) -> Path:
 @pytest.mark.seed
 def test_seed_file_repeats_12_stories_labelled_twice() -> None:
     """The seed README's facts that the evaluation and training docs quote (80 lines, 68 stories)."""
-    from training.data import load_examples
+    from training.data.loading import load_examples
     from training.evaluation.agreement import label_agreement
 
     loaded = load_examples(_seed("annotated_train.jsonl"))

@@ -8,7 +8,8 @@ from pathlib import Path
 from app.contract.field_guards import summary_rejection
 from tests.fixtures import labelled_lines
 from training.config import TrainConfig
-from training.data import encode_example, parse_lines
+from training.data.loading import parse_lines
+from training.data.tokens import encode_example
 
 
 def _unlabelled_summary_example(text: str | None = None):  # type: ignore[no-untyped-def]

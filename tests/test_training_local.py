@@ -17,20 +17,16 @@ from pydantic import ValidationError
 
 from app.contract import GeneratedMetadata, derive_fields
 from app.contract.metadata import CATEGORIES
+from app.core.hashing import file_sha256
 from app.main import create_app
 from tests.conftest import API_HEADERS, apply_env, wait_for_jobs
 from tests.fixtures import LABELLED, labelled_lines
 from training.config import TrainConfig, load_config
-from training.data import (
-    PLACEHOLDERS,
-    encode_example,
-    file_sha256,
-    load_examples,
-    parse_lines,
-    split_examples,
-    tokenize_examples,
-    training_row,
-)
+from training.data.examples import PLACEHOLDERS
+from training.data.loading import load_examples, parse_lines
+from training.data.record_rows import training_row
+from training.data.split import split_examples
+from training.data.tokens import encode_example, tokenize_examples
 from training.errors import ConfigError, DataError, TrainingError
 
 

@@ -11,9 +11,12 @@ from typing import Any
 
 from app.contract import SCHEMA_VERSION
 from app.core.config import Settings, get_settings
+from app.core.hashing import file_sha256
 from app.registry import MANIFEST_FILE, read_manifest
 from training.config import TrainConfig, default_version_id
-from training.data import file_sha256, load_examples, split_examples, tokenize_examples
+from training.data.loading import load_examples
+from training.data.split import split_examples
+from training.data.tokens import tokenize_examples
 from training.errors import BaseModelError, TrainingError
 from training.export import export_version
 from training.metrics import METRICS_FILE

@@ -1,8 +1,8 @@
 """`enhancer export`: the API's export formats from the command line, plus `training`.
 
 `--format training` writes reviewed corrections as the training JSONL `enhancer train` reads (one
-`training.data.training_row` per corrected record). It lives only here: the app itself never
-imports the training package.
+`training.data.record_rows.training_row` per corrected record). It lives only here: the app itself
+never imports the training package.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def training_item(row: RecordRow) -> dict[str, Any]:
 
 def iter_training_lines(filters: RecordFilter) -> Iterator[bytes]:
     """One training row per reviewed record with a correction (the correction is the label)."""
-    from training.data import training_row  # the training package: CLI only, never the app
+    from training.data.record_rows import training_row  # the training package: CLI only, never the app
 
     for row in iter_records(replace(filters, reviewed=True)):
         if not row.corrected_data:

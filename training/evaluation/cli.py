@@ -140,7 +140,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _single(args: argparse.Namespace) -> int:
-    from training.data import file_sha256
+    from app.core.hashing import file_sha256
     from training.evaluation.items import load_eval_items
     from training.evaluation.registry_scores import store_scores
     from training.evaluation.runner import evaluate

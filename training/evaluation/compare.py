@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from training.data import file_sha256
+from app.core.hashing import file_sha256
 from training.evaluation.composite import composite_items, composite_scores
 from training.evaluation.items import EvalItem, load_eval_items, story_groups
 from training.evaluation.overlap import (

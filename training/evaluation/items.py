@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from app.contract import PromptItem, strip_tracking
-from training.data import _seed_item, item_key, load_examples, prompt_item
+from training.data.examples import item_key, prompt_item
+from training.data.loading import load_examples
+from training.data.seed_rows import _seed_item
 from training.errors import DataError, TrainingError
 from worker.pipeline import ItemInput
 
@@ -35,7 +37,7 @@ class Gold:
 
 @dataclass(frozen=True)
 class EvalItem:
-    key: str  # training.data.item_key: identity of everything the model sees
+    key: str  # training.data.examples.item_key: identity of everything the model sees
     prompt: PromptItem
     gold: Gold = field(default_factory=Gold)
     reference: str | None = None  # the upstream templated assistant reply (composite score only)
@@ -131,7 +133,7 @@ def _unannotated_items(path: Path, rows: list[tuple[int, dict[str, Any]]]) -> li
 def load_eval_items(path: Path, *, keep_superseded: bool = False) -> list[EvalItem]:
     """Items of a JSONL file, one per story (the later line, as training keeps), with gold and references.
 
-    Rows with an `annotation` (or record rows) go through training.data.load_examples; a file of
+    Rows with an `annotation` (or record rows) go through training.data.loading.load_examples; a file of
     seed rows without annotations is read as a reference-only test set (composite score).
     keep_superseded: also the earlier lines of a repeated story, each its own item (label agreement).
     """

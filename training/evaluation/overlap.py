@@ -2,8 +2,8 @@
 
 A registry version trained by `enhancer train` records its data file and sha256 in manifest.json
 (`data.path`, `data_sha256`) and its split settings (`training.config`). From those we rebuild the
-exact training split with training.data.split_examples and refuse any evaluation item that is in
-it, matched by item identity, by normalised headline or by URL (the test file formats headlines
+exact training split with training.data.split.split_examples and refuse any evaluation item that is
+in it, matched by item identity, by normalised headline or by URL (the test file formats headlines
 differently). A manifest whose data cannot be re-read unchanged is refused too: an unverifiable
 model is not evaluated unless the caller names the training file itself.
 """
@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.data import file_sha256, load_examples, split_examples
+from app.core.hashing import file_sha256
+from training.data.loading import load_examples
+from training.data.split import split_examples
 from training.errors import TrainingError
 from training.evaluation.items import EvalItem, url_key
 from training.seed_data import seed_dir
