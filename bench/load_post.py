@@ -201,7 +201,7 @@ class Service:
 
     def _tiny_model(self) -> str:
         sys.path.insert(0, str(REPO_ROOT))
-        from tests.tiny_model import build_tiny_llama
+        from bench.tiny_model import build_tiny_llama
 
         return str(build_tiny_llama(self.data_dir / "tiny-model"))
 

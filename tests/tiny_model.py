@@ -1,73 +1,14 @@
-"""A tiny random Llama with a real byte-level BPE tokenizer and chat template, built in seconds.
-
-It goes through exactly the loading, generation, training and export code that real models use.
-"""
+"""The tests' tiny model: bench/tiny_model.py's, its tokenizer also trained on the fixture prompts."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from bench.tiny_model import build_tiny_llama as _build
 from tests.fixtures import labelled_lines
-
-CHAT_TEMPLATE = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-
-
-def _corpus() -> list[str]:
-    from app.contract import CATEGORIES
-    from app.contract.prompt import SYSTEM_PROMPT
-
-    texts = [SYSTEM_PROMPT, " ".join(CATEGORIES), '{"summary": "", "key_topics": []}']
-    texts += [json.loads(line)["messages"][0]["content"] for line in labelled_lines(40)]
-    return texts
 
 
 def build_tiny_llama(target: Path, *, vocab_size: int = 512, hidden_size: int = 32, seed: int = 0) -> Path:
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    target.mkdir(parents=True, exist_ok=True)
-    core = Tokenizer(models.BPE())
-    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    core.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    core.train_from_iterator(_corpus(), trainer=trainer)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=core,
-        bos_token="<|im_start|>",
-        eos_token="<|im_end|>",
-        unk_token="<|endoftext|>",
-        pad_token="<|endoftext|>",
-    )
-    tokenizer.chat_template = CHAT_TEMPLATE
-    tokenizer.save_pretrained(target)
-
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden_size,
-        intermediate_size=hidden_size * 2,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=4096,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=True,
-    )
-    model = LlamaForCausalLM(config)
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(target)
-    return target
+    prompts = [json.loads(line)["messages"][0]["content"] for line in labelled_lines(40)]
+    return _build(target, extra_texts=prompts, vocab_size=vocab_size, hidden_size=hidden_size, seed=seed)
