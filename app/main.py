@@ -65,6 +65,15 @@ async def _data_error(_: Request, exc: DataError) -> JSONResponse:
     )
 
 
+async def _too_deep(_: Request, exc: RecursionError) -> JSONResponse:
+    """A body nested so deep that parsing it exhausts the stack (any route's JSON body)."""
+    message = "request nests arrays/objects too deeply to parse"
+    return JSONResponse(
+        {"detail": [{"loc": ["body"], "msg": message, "type": "json_too_deep"}], "message": message},
+        status_code=422,
+    )
+
+
 async def _unhandled(_: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error")
     return JSONResponse({"detail": "internal error", "message": type(exc).__name__}, status_code=500)
@@ -87,6 +96,7 @@ def create_app(*, migrate: bool = True) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(DataError, _data_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RecursionError, _too_deep)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unhandled)
     v1 = APIRouter(prefix="/v1", dependencies=[ApiKeyDep])  # every /v1 route needs an API key
     v1.include_router(enhance.router)

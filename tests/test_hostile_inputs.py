@@ -96,3 +96,18 @@ def test_the_api_answers_non_text_bodies_with_a_4xx(client: TestClient) -> None:
         assert response.json()  # a JSON error body, whatever the input bytes were
     accepted = client.post("/v1/enhance", json=hostile_requests()["long_50k_words"])
     assert accepted.status_code == 202
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "[" * 10_000 + "]" * 10_000,  # deeper than json's decoder can recurse: was a 500 (RecursionError)
+        '{"items": ' + "[" * 10_000 + "]" * 10_000 + "}",
+        '{"source": "a", "subject": "b", "content": "c", "links": ' + "[" * 40 + "]" * 40 + "}",
+    ],
+    ids=["top-level", "in-items", "parseable-but-deep"],
+)
+def test_deeply_nested_bodies_get_a_422_naming_the_nesting(client: TestClient, body: str) -> None:
+    response = client.post("/v1/enhance", content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 422, response.text[:300]
+    assert "levels deep" in response.json()["message"]
