@@ -496,3 +496,13 @@ def test_generated_metadata_contract_is_what_corrections_store(db: dict[str, Any
         record = session.get(Record, db["ids"][0])
         assert set(record.corrected_data) == set(GeneratedMetadata.model_fields)
         assert record.data["summary"] != record.corrected_data["summary"]  # the model output is kept
+
+
+def test_csv_cells_a_spreadsheet_would_run_as_formulas_are_text() -> None:
+    from app.export.rows import csv_cell
+
+    for hostile in ('=HYPERLINK("http://x","y")', "+1+2", "-2+3", "@SUM(A1)", "\tcmd", "\r=1"):
+        assert csv_cell(hostile) == "'" + hostile
+    assert csv_cell("A headline") == "A headline"
+    assert csv_cell(-0.5) == "-0.5"  # a number is not a formula
+    assert csv_cell(["=x"]) == '["=x"]'  # JSON cells start with [ or {

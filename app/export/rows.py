@@ -65,14 +65,22 @@ def record_dict(row: RecordRow) -> dict[str, Any]:
     }
 
 
-def _cell(value: Any) -> str:
-    """CSV cell text: lists and objects as JSON, booleans as true/false, missing as empty."""
+# A spreadsheet runs a cell that starts with one of these as a formula (=HYPERLINK(...) in a headline
+# of an untrusted newsletter). A leading apostrophe makes it text (OWASP's CSV injection advice).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> str:
+    """CSV cell text: lists and objects as JSON, booleans as true/false, missing as empty, text that a
+    spreadsheet would run as a formula prefixed with an apostrophe (numbers stay numbers)."""
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list | dict):
         return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
     return str(value)
 
 
@@ -83,7 +91,7 @@ def csv_values(row: RecordRow) -> list[str]:
     values += [record["metadata"].get(name) for name in METADATA_COLUMNS]
     values += [item[name.removeprefix("item_")] for name in ITEM_COLUMNS]
     values += [record[name] for name in JSON_COLUMNS]
-    return [_cell(v) for v in values]
+    return [csv_cell(v) for v in values]
 
 
 def iter_jsonl(rows: Iterable[RecordRow]) -> Iterator[bytes]:
