@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import __version__
 from app.api.deps import ApiKeyDep, ReviewKeyDep, close_submission_writer, open_submission_writer
-from app.api.limits import BodySizeLimit
+from app.api.limits import JSON_TOO_DEEP, BodySizeLimit
 from app.api.metrics import install_metrics
 from app.api.routes import corrections, enhance, export, health, jobs, records
 from app.core.config import get_settings
@@ -65,13 +65,10 @@ async def _data_error(_: Request, exc: DataError) -> JSONResponse:
     )
 
 
-async def _too_deep(_: Request, exc: RecursionError) -> JSONResponse:
-    """A body nested so deep that parsing it exhausts the stack (any route's JSON body)."""
-    message = "request nests arrays/objects too deeply to parse"
-    return JSONResponse(
-        {"detail": [{"loc": ["body"], "msg": message, "type": "json_too_deep"}], "message": message},
-        status_code=422,
-    )
+async def _too_deep(request: Request, _: RecursionError) -> JSONResponse:
+    """A body nested too deep for json's decoder (it recurses once a level): the 422 of the depth check."""
+    error = {"loc": ("body",), "msg": JSON_TOO_DEEP, "type": "json_too_deep"}
+    return await _validation_error(request, RequestValidationError([error]))
 
 
 async def _unhandled(_: Request, exc: Exception) -> JSONResponse:

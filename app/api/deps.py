@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, Response, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
+from starlette.applications import Starlette
 
 from app.api.submissions import SubmissionWriter
 from app.core.config import Settings, get_settings
@@ -39,19 +40,19 @@ async def current_settings() -> Settings:
 SettingsDep = Annotated[Settings, Depends(current_settings)]
 
 
-def open_submission_writer(app: object, settings: Settings) -> SubmissionWriter:
+def open_submission_writer(app: Starlette, settings: Settings) -> SubmissionWriter:
     """The app's one writer thread (app/api/submissions.py); the lifespan opens it."""
-    state = app.state  # type: ignore[attr-defined]
+    state = app.state
     if getattr(state, "submission_writer", None) is None:
         state.submission_writer = SubmissionWriter(settings)
     return state.submission_writer  # type: ignore[no-any-return]
 
 
-def close_submission_writer(app: object) -> None:
+def close_submission_writer(app: Starlette) -> None:
     """At shutdown: store what is waiting, publish it, stop the threads."""
-    state = getattr(app, "state", None)
+    state = app.state
     writer = getattr(state, "submission_writer", None)
-    if state is not None and writer is not None:
+    if writer is not None:
         state.submission_writer = None  # a restarted app gets a fresh writer
         writer.close()
 

@@ -1,11 +1,31 @@
-"""Request body size limit (413), enforced before any parsing and on streamed (chunked) bodies too."""
+"""Request body limits: size (413), enforced before any parsing and on streamed (chunked) bodies too;
+JSON nesting depth (422)."""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+# An enhance body nests 4 levels ({"items": [{"links": [...]}]}); anything far deeper is hostile, and
+# walking it (validation, hashing) would recurse as deep.
+MAX_JSON_DEPTH = 32
+JSON_TOO_DEEP = f"body nests arrays/objects more than {MAX_JSON_DEPTH} levels deep"
+
+
+def json_depth(value: Any) -> int:
+    """Nesting depth of parsed JSON (a scalar is 0), without recursion."""
+    depth, level = 0, [(value, 1)]
+    while level:
+        node, at = level.pop()
+        if isinstance(node, dict | list):
+            depth = max(depth, at)
+            if depth > MAX_JSON_DEPTH:
+                return depth
+            level.extend((child, at + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return depth
 
 
 class BodyTooLarge(HTTPException):

@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from app.api.deps import SettingsDep, SubmissionWriterDep
+from app.api.limits import JSON_TOO_DEEP, MAX_JSON_DEPTH, json_depth
 from app.api.schemas import EnhanceAccepted, ErrorOut, JobRef
 from app.api.submissions import IdempotencyKeyReused, QueueFull, Submission
 from app.contract import EnhanceItem
@@ -22,25 +23,6 @@ _REQUEST_SCHEMA = {
         {"$ref": "#/components/schemas/EnhanceBatch"},
     ]
 }
-
-
-# An enhance body nests 4 levels ({"items": [{"links": [...]}]}); anything far deeper is hostile, and
-# walking it (validation, hashing) would recurse as deep.
-MAX_JSON_DEPTH = 32
-_TOO_DEEP = f"body nests arrays/objects more than {MAX_JSON_DEPTH} levels deep"
-
-
-def json_depth(value: Any) -> int:
-    """Nesting depth of parsed JSON (a scalar is 0), without recursion."""
-    depth, level = 0, [(value, 1)]
-    while level:
-        node, at = level.pop()
-        if isinstance(node, dict | list):
-            depth = max(depth, at)
-            if depth > MAX_JSON_DEPTH:
-                return depth
-            level.extend((child, at + 1) for child in (node.values() if isinstance(node, dict) else node))
-    return depth
 
 
 def _invalid(loc: tuple[str | int, ...], msg: str, kind: str) -> RequestValidationError:
@@ -127,10 +109,9 @@ async def enhance(
         body = await request.json()
     except ValueError as error:
         raise _invalid((), f"body is not valid JSON: {error}", "json_invalid") from None
-    except RecursionError:  # json's decoder recurses once per level of nesting
-        raise _invalid((), _TOO_DEEP, "json_too_deep") from None
+    # Too deep for json's decoder (it recurses once a level) is app.main's RecursionError handler.
     if json_depth(body) > MAX_JSON_DEPTH:
-        raise _invalid((), _TOO_DEEP, "json_too_deep")
+        raise _invalid((), JSON_TOO_DEEP, "json_too_deep")
     check_item_limits(body, max_items=settings.max_batch_items, max_chars=settings.max_item_chars)
     items, single = parse_enhance_body(body)
     body_hash = request_sha256(body) if idempotency_key else ""
