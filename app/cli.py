@@ -16,7 +16,7 @@ from app.core.logging import configure_logging, uvicorn_log_config
 from worker.pools import SUPPORTED_POOLS
 
 # Subcommands that live with their code; each module has `register(subparsers)`.
-COMMAND_MODULES = ["training.cli", "app.export.cli", "worker.bench"]
+COMMAND_MODULES = ["training.cli", "app.export.cli", "app.mail.cli", "worker.bench"]
 
 
 def _apply_data_dir(args: argparse.Namespace) -> None:

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from app.contract import EnhanceItem
 from app.models import (
+    Email,
     IdempotencyKey,
     Item,
     Job,
@@ -99,6 +100,81 @@ def submit_items(
         submitted.append(SubmittedJob(job, created=True))
     session.flush()
     return submitted
+
+
+# E-mails ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoryPlacement:
+    """Where a story sat in its e-mail; sponsored stories are stored, never enhanced."""
+
+    section: str | None
+    position: int
+    sponsored: bool = False
+
+
+@dataclass
+class SubmittedStory:
+    item: Item
+    job: Job | None  # None for a sponsored story
+    created: bool  # a job was created by this submission
+
+
+def find_email(session: Session, *, dedup_key: str) -> Email | None:
+    return session.scalars(select(Email).where(Email.dedup_key == dedup_key)).first()
+
+
+def get_email(session: Session, *, email_id: str) -> Email | None:
+    return session.get(Email, email_id)
+
+
+def submit_email(
+    session: Session,
+    *,
+    email: Email,
+    stories: Sequence[tuple[EnhanceItem, StoryPlacement]],
+    idempotency_key: str | None = None,
+) -> list[SubmittedStory]:
+    """Persist an e-mail, its stories as items, and a job per story that is not sponsored.
+
+    A story already stored (same message_id and content: the e-mail forwarded again, or sent
+    through /v1/enhance before) maps to its item and job instead of a new one."""
+    email.id = email.id or new_id()  # the items point at it before the flush
+    session.add(email)
+    submitted: list[SubmittedStory] = []
+    for item, placement in stories:
+        existing = find_item(session, message_id=item.message_id, content_hash=content_sha256(item.content))
+        if existing is not None:
+            job = latest_job_for_item(session, item_id=existing.id)
+            if job is not None or existing.sponsored:
+                submitted.append(SubmittedStory(existing, job, created=False))
+                continue
+            row = existing
+        else:
+            row = create_item(session, item=item)
+            row.email_id, row.section = email.id, placement.section
+            row.position, row.sponsored = placement.position, placement.sponsored
+        if placement.sponsored:
+            submitted.append(SubmittedStory(row, None, created=False))
+            continue
+        job = Job(id=new_id(), item_id=row.id, status=JobStatus.queued, idempotency_key=idempotency_key)
+        session.add(job)
+        submitted.append(SubmittedStory(row, job, created=True))
+    session.flush()
+    return submitted
+
+
+def email_stories(session: Session, *, email_id: str) -> list[SubmittedStory]:
+    """The e-mail's stories in reading order, each with its latest job (None when sponsored)."""
+    items = session.scalars(select(Item).where(Item.email_id == email_id).order_by(Item.position)).all()
+    jobs: dict[str, Job] = {}
+    if items:
+        for job in session.scalars(
+            select(Job).where(Job.item_id.in_([i.id for i in items])).order_by(Job.created_at)
+        ):
+            jobs[job.item_id] = job  # the latest wins
+    return [SubmittedStory(item, jobs.get(item.id), created=False) for item in items]
 
 
 def count_queued_jobs(session: Session) -> int:

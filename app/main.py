@@ -18,7 +18,7 @@ from app import __version__
 from app.api.deps import ApiKeyDep, ReviewKeyDep, close_submission_writer, open_submission_writer
 from app.api.limits import JSON_TOO_DEEP, BodySizeLimit
 from app.api.metrics import install_metrics
-from app.api.routes import corrections, enhance, export, health, jobs, records
+from app.api.routes import corrections, emails, enhance, export, health, jobs, records
 from app.core.config import get_settings
 from app.core.migrate import upgrade_database
 from app.core.security import ensure_api_key
@@ -97,14 +97,20 @@ def create_app(*, migrate: bool = True) -> FastAPI:
     app.add_exception_handler(Exception, _unhandled)
     v1 = APIRouter(prefix="/v1", dependencies=[ApiKeyDep])  # every /v1 route needs an API key
     v1.include_router(enhance.router)
+    v1.include_router(emails.router)
     v1.include_router(jobs.router)
     v1.include_router(records.router)
     v1.include_router(corrections.router)
     v1.include_router(export.router)
     app.include_router(v1)
+    app.include_router(enhance.alias_router, dependencies=[ApiKeyDep])
     app.include_router(health.router)
     app.include_router(review_router, dependencies=[ReviewKeyDep])
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)  # inside metrics: 413s counted
+    app.add_middleware(  # inside metrics: 413s counted
+        BodySizeLimit,
+        max_bytes=settings.max_body_bytes,
+        path_limits={"/v1/emails": settings.max_email_bytes},
+    )
     install_metrics(app)
     _add_request_schemas(app)
     return app

@@ -1,4 +1,4 @@
-"""SQLAlchemy models: items, jobs, records, model versions, worker heartbeats."""
+"""SQLAlchemy models: e-mails, items, jobs, records, model versions, worker heartbeats."""
 
 from __future__ import annotations
 
@@ -34,6 +34,27 @@ class JobStatus(StrEnum):
     failed = "failed"
 
 
+class Email(Base):
+    """A raw newsletter e-mail posted to /v1/emails: what it was and how it was split into items."""
+
+    __tablename__ = "emails"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    # "mid:<Message-ID>", or "sha256:<hex of the bytes>" for a message without one: posting it again
+    # finds this row.
+    dedup_key: Mapped[str] = mapped_column(String(600), unique=True)
+    message_id: Mapped[str | None] = mapped_column(String(500))
+    sender: Mapped[str] = mapped_column(String(500))
+    subject: Mapped[str] = mapped_column(Text)
+    date: Mapped[datetime | None] = mapped_column()
+    list_id: Mapped[str | None] = mapped_column(String(500))
+    size: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    splitter: Mapped[str] = mapped_column(String(50))
+    story_count: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Item(Base):
     """A news item as the ingester sent it (kept verbatim: the source of truth for re-runs)."""
 
@@ -52,6 +73,11 @@ class Item(Base):
     links: Mapped[list[str]] = mapped_column(default=list)
     has_html: Mapped[bool | None] = mapped_column(Boolean)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Set for items cut out of an e-mail posted to /v1/emails.
+    email_id: Mapped[str | None] = mapped_column(ForeignKey("emails.id"), index=True)
+    section: Mapped[str | None] = mapped_column(String(500))
+    position: Mapped[int | None] = mapped_column(Integer)
+    sponsored: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class Job(Base):

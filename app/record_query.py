@@ -92,6 +92,8 @@ class RecordRow:
     links: list[str] = field(default_factory=list)
     has_html: bool | None = None
     content: str | None = None  # None when read with with_content=False
+    email_id: str | None = None  # the e-mail the item was cut out of (POST /v1/emails)
+    section: str | None = None
 
     @property
     def key(self) -> Key:
@@ -125,6 +127,8 @@ class RecordRow:
             links=list(item.links or []),
             has_html=item.has_html,
             content=item.content if with_content else None,
+            email_id=item.email_id,
+            section=item.section,
         )
 
 

@@ -20,6 +20,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -29,7 +30,19 @@ from app.contract import EnhanceItem
 from app.core.batches import batches_until_stopped
 from app.core.config import Settings
 from app.core.db import write_session_scope
-from app.crud import count_queued_jobs, find_idempotency_key, jobs_by_ids, save_idempotency_key, submit_items
+from app.crud import (
+    StoryPlacement,
+    SubmittedStory,
+    count_queued_jobs,
+    email_stories,
+    find_email,
+    find_idempotency_key,
+    jobs_by_ids,
+    save_idempotency_key,
+    submit_email,
+    submit_items,
+)
+from app.models import Email
 
 log = logging.getLogger(__name__)
 
@@ -58,17 +71,60 @@ class IdempotencyKeyReused(Exception):
 
 
 @dataclass(frozen=True)
+class EmailSubmission:
+    """A split e-mail: its row's fields (Email columns) and where each of the submission's items sat in it.
+
+    Fields, not a row object: a group that is rolled back and redone builds its rows afresh."""
+
+    fields: dict[str, Any]
+    placements: list[StoryPlacement]
+
+    @property
+    def dedup_key(self) -> str:
+        return str(self.fields["dedup_key"])
+
+
+@dataclass(frozen=True)
 class Submission:
     items: list[EnhanceItem]
     idempotency_key: str | None = None
     body_hash: str = ""
+    email: EmailSubmission | None = None  # POST /v1/emails: idempotent by the e-mail's dedup key
+
+
+@dataclass(frozen=True)
+class StoryRef:
+    item_id: str
+    headline: str
+    url: str | None
+    section: str | None
+    position: int
+    sponsored: bool
+    job: tuple[str, str] | None  # (job id, status); None for a sponsored story
+    job_created: bool = False  # this submission created the job (not an earlier post of the story)
+
+    @classmethod
+    def of(cls, story: SubmittedStory) -> StoryRef:
+        item, job = story.item, story.job
+        return cls(
+            item_id=item.id,
+            headline=item.subject,
+            url=item.url,
+            section=item.section,
+            position=item.position or 0,
+            sponsored=bool(item.sponsored),
+            job=(job.id, job.status) if job is not None else None,
+            job_created=story.created,
+        )
 
 
 @dataclass
 class Accepted:
     jobs: list[tuple[str, str]]  # (job id, status), in item order
     created: list[str] = field(default_factory=list)  # ids of jobs created by this submission
-    replayed: bool = False  # answered from a stored Idempotency-Key
+    replayed: bool = False  # answered from a stored Idempotency-Key or an e-mail posted before
+    email_id: str | None = None
+    stories: list[StoryRef] = field(default_factory=list)  # an e-mail's stories, in reading order
 
 
 class QueueDepth:
@@ -147,7 +203,11 @@ def _key_max_age(settings: Settings) -> timedelta:
 
 
 def _replay(session: Session, settings: Settings, submission: Submission) -> Accepted | None:
-    """The stored answer for a retried Idempotency-Key; IdempotencyKeyReused for another payload."""
+    """The stored answer for a retried Idempotency-Key or e-mail; IdempotencyKeyReused for another payload."""
+    if submission.email is not None:
+        posted = find_email(session, dedup_key=submission.email.dedup_key)
+        if posted is not None:
+            return _email_accepted(email_stories(session, email_id=posted.id), posted, replayed=True)
     key = submission.idempotency_key
     if not key:
         return None
@@ -160,16 +220,29 @@ def _replay(session: Session, settings: Settings, submission: Submission) -> Acc
     return Accepted(jobs=[(job.id, job.status) for job in jobs], replayed=True)
 
 
+def _email_accepted(stories: list[SubmittedStory], email: Email, *, replayed: bool = False) -> Accepted:
+    return Accepted(
+        jobs=[(s.job.id, s.job.status) for s in stories if s.job is not None],
+        created=[s.job.id for s in stories if s.job is not None and s.created],
+        replayed=replayed,
+        email_id=email.id,
+        stories=[StoryRef.of(story) for story in stories],
+    )
+
+
 def _write(session: Session, settings: Settings, submission: Submission, queued_before: int) -> Accepted:
     key = submission.idempotency_key
+    if submission.email is not None:
+        row = Email(**submission.email.fields)
+        stories = submit_email(
+            session, email=row, stories=list(zip(submission.items, submission.email.placements, strict=True))
+        )
+        accepted = _email_accepted(stories, row)
+        _check_queue(settings, queued_before, accepted.created)
+        return accepted
     submitted = submit_items(session, items=submission.items, idempotency_key=key)
     created = [s.job.id for s in submitted if s.created]
-    if created and queued_before + len(created) > settings.max_queued_jobs:
-        raise QueueFull(
-            queued=queued_before,
-            limit=settings.max_queued_jobs,
-            retry_after=settings.queue_full_retry_after_seconds,
-        )
+    _check_queue(settings, queued_before, created)
     if key:
         save_idempotency_key(
             session,
@@ -179,6 +252,15 @@ def _write(session: Session, settings: Settings, submission: Submission, queued_
             max_age=_key_max_age(settings),
         )
     return Accepted(jobs=[(s.job.id, s.job.status) for s in submitted], created=created)
+
+
+def _check_queue(settings: Settings, queued_before: int, created: list[str]) -> None:
+    if created and queued_before + len(created) > settings.max_queued_jobs:
+        raise QueueFull(
+            queued=queued_before,
+            limit=settings.max_queued_jobs,
+            retry_after=settings.queue_full_retry_after_seconds,
+        )
 
 
 _Waiter = tuple[Submission, asyncio.AbstractEventLoop, "asyncio.Future[Accepted]"]

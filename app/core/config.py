@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     api_keys: str | None = Field(default=None, validation_alias="ENHANCER_API_KEYS")
     # Limits (docs/reliability.md). Item limits can only tighten the contract's own bounds.
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, validation_alias="ENHANCER_MAX_BODY_BYTES")
+    # A raw e-mail (POST /v1/emails, `enhancer ingest`): newsletters are 20-200 KB, a few MB with images.
+    max_email_bytes: int = Field(
+        default=10 * 1024 * 1024, ge=1024, validation_alias="ENHANCER_MAX_EMAIL_BYTES"
+    )
     max_batch_items: int = Field(
         default=MAX_BATCH_ITEMS, ge=1, le=MAX_BATCH_ITEMS, validation_alias="ENHANCER_MAX_BATCH_ITEMS"
     )

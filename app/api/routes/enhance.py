@@ -16,6 +16,8 @@ from app.contract import EnhanceItem
 from app.contract.request import EnhanceBatch
 
 router = APIRouter(tags=["enhance"])
+# POST /enhance: the path the user's own ingester is written against; /v1/enhance stays canonical.
+alias_router = APIRouter(tags=["enhance"])
 
 _REQUEST_SCHEMA = {
     "oneOf": [
@@ -71,23 +73,6 @@ def request_sha256(body: Any) -> str:
     return hashlib.sha256(canonical.encode("ascii")).hexdigest()
 
 
-@router.post(
-    "/enhance",
-    status_code=status.HTTP_202_ACCEPTED,
-    response_model=EnhanceAccepted,
-    responses={
-        413: {"model": ErrorOut, "description": "The body is larger than ENHANCER_MAX_BODY_BYTES"},
-        422: {
-            "model": ErrorOut,
-            "description": "The body is not a valid item or batch, breaks a limit, or reuses an "
-            "Idempotency-Key with a different payload",
-        },
-        429: {"model": ErrorOut, "description": "Too many queued jobs; see the Retry-After header"},
-    },
-    openapi_extra={
-        "requestBody": {"required": True, "content": {"application/json": {"schema": _REQUEST_SCHEMA}}}
-    },
-)
 async def enhance(
     request: Request,
     response: Response,
@@ -130,3 +115,32 @@ async def enhance(
     if single and accepted.jobs:
         response.headers["Location"] = f"/v1/jobs/{accepted.jobs[0][0]}"
     return EnhanceAccepted(jobs=[JobRef(id=job_id, status=status) for job_id, status in accepted.jobs])
+
+
+_ROUTE = {
+    "status_code": status.HTTP_202_ACCEPTED,
+    "response_model": EnhanceAccepted,
+    "responses": {
+        413: {"model": ErrorOut, "description": "The body is larger than ENHANCER_MAX_BODY_BYTES"},
+        422: {
+            "model": ErrorOut,
+            "description": "The body is not a valid item or batch, breaks a limit, or reuses an "
+            "Idempotency-Key with a different payload",
+        },
+        429: {"model": ErrorOut, "description": "Too many queued jobs; see the Retry-After header"},
+    },
+    "openapi_extra": {
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _REQUEST_SCHEMA}}}
+    },
+}
+router.add_api_route("/enhance", enhance, methods=["POST"], **_ROUTE)  # type: ignore[arg-type]
+alias_router.add_api_route(
+    "/enhance",
+    enhance,
+    methods=["POST"],
+    operation_id="enhance_alias",
+    summary="Enhance (alias of POST /v1/enhance)",
+    description="The same route as POST /v1/enhance - same API key, body and answers - at the path "
+    "existing ingesters post to. New clients should use /v1/enhance.",
+    **_ROUTE,  # type: ignore[arg-type]
+)
