@@ -29,8 +29,9 @@ def tldr_email(*, message_id: str | None = "<tldr-1@tldrnewsletter.com>", storie
             section = story_section
             rows.append(f"<tr><td><h1>🚀 {section.replace('&', '&amp;')}</h1></td></tr>")
         suffix = "(Sponsor)" if sponsored else "(3 minute read)"
+        link = tldr_link(url + "?utm_source=tldrai")
         rows.append(
-            f'<tr><td><a href="{tldr_link(url + "?utm_source=tldrai")}"><strong>{headline} {suffix}</strong></a>'
+            f'<tr><td><a href="{link}"><strong>{headline} {suffix}</strong></a>'
             f"<br><br><span>{text}</span></td></tr>"
         )
     html = (
