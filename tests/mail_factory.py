@@ -52,3 +52,14 @@ def tldr_email(*, message_id: str | None = "<tldr-1@tldrnewsletter.com>", storie
     message.set_content("The HTML version has the stories.")
     message.add_alternative(html, subtype="html")
     return bytes(message)
+
+
+def numbered_tldr_email(number: int) -> bytes:
+    """One of many distinct TLDR issues: its own Message-ID and two stories of its own."""
+    stories = [
+        ("Headlines & Launches", f"Lab {number} releases model {number}", f"https://example.com/{number}/model",
+         f"Lab {number} released a model that scores {number} points higher on the benchmark.", False),
+        ("Quick Links", f"Tool {number} goes open source", f"https://example.com/{number}/tool",
+         f"The team behind tool {number} published its source code under Apache-2.0.", False),
+    ]  # fmt: skip
+    return tldr_email(message_id=f"<tldr-{number}@tldrnewsletter.com>", stories=stories)
