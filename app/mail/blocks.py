@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
@@ -54,11 +55,12 @@ class Block:
     list_item: bool = False
     rule: bool = False  # a divider: <hr>, *** or ---
 
-    @property
+    # Runs are fixed once a block is built: what is read from them is computed once.
+    @cached_property
     def text(self) -> str:
         return _SPACE_RE.sub(" ", "".join(run.text for run in self.runs)).strip()
 
-    @property
+    @cached_property
     def links(self) -> list[tuple[str, str]]:
         """(text, href) of each link, consecutive runs of one link joined."""
         found: list[tuple[str, str]] = []

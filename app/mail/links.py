@@ -11,6 +11,7 @@ beehiiv's `/ss/c/...`, HubSpot's `/e3t/...`) do not carry the target: they are k
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from app.contract import strip_tracking
@@ -35,6 +36,7 @@ def _carried_target(url: str) -> str | None:
     return None
 
 
+@lru_cache(maxsize=8192)  # a story's link shows in its title, its text and its link list
 def canonical_link(url: str) -> str:
     """The target of carrying redirects, without tracking parameters; opaque redirects as they are."""
     current = url.strip()
