@@ -59,6 +59,12 @@ def score_email(path: Path) -> dict:
         "sponsored_ok": sum(1 for s, f in matched if bool(s.get("sponsored")) == f.sponsored),
         "missed": missed,
         "extra": [f.headline for f in unmatched],
+        "wrong_sponsored": [s["headline"] for s, f in matched if bool(s.get("sponsored")) != f.sponsored],
+        "wrong_sections": [
+            (s["headline"], s.get("section"), f.section)
+            for s, f in matched
+            if fold(s.get("section")) != fold(f.section)
+        ],
         "wrong_urls": [
             (s["headline"], s.get("url"), f.url)
             for s, f in matched
@@ -158,8 +164,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.details:
         for row in rows:
-            if row["missed"] or row["extra"] or row["wrong_urls"]:
+            if any(
+                row[key] for key in ("missed", "extra", "wrong_urls", "wrong_sponsored", "wrong_sections")
+            ):
                 print(f"\n{row['name']} ({row['splitter']}): missed {row['missed']}\n  extra {row['extra']}")
+                print(
+                    f"  sponsored flag wrong: {row['wrong_sponsored']}; "
+                    f"sections wrong: {row['wrong_sections']}"
+                )
                 for headline, want, got in row["wrong_urls"]:
                     print(f"  url of {headline!r}: expected {want}, got {got}")
     return 0

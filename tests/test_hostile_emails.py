@@ -67,3 +67,22 @@ def test_ingest_reports_each_refused_email_and_goes_on(service_env, tmp_path: Pa
     assert counts["e-mails read"] == len(small)
     assert counts["failures"] == sum(1 for case in small if case.status >= 400), result.stdout
     assert result.returncode == 1 and "Traceback" not in result.stderr
+
+
+HOSTILE_FILES = sorted((Path(__file__).parent / "data" / "emails" / "hostile").glob("*.eml"))
+
+
+@pytest.mark.parametrize("path", HOSTILE_FILES, ids=[path.stem for path in HOSTILE_FILES])
+def test_the_stored_hostile_emails_get_a_4xx_or_a_clean_record(client: TestClient, path: Path) -> None:
+    """tests/data/emails/README.md says, per file, what a robust parser does with it."""
+    response = client.post(
+        "/v1/emails", content=path.read_bytes(), headers={"Content-Type": "message/rfc822"}
+    )
+    assert response.status_code in (202, 413, 422), response.text[:500]
+    if response.status_code == 202:
+        body = response.json()
+        texts = [body["email"]["subject"], body["email"]["from"], *(s["headline"] for s in body["stories"])]
+        assert not any(c in text for text in texts for c in "\r\n\x00\x1b\u202e\u2066"), texts
+        assert all(s["url"] is None or s["url"].startswith("http") for s in body["stories"])  # no javascript:
+    else:
+        assert response.json()["message"]

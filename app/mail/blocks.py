@@ -37,6 +37,7 @@ _HIDDEN_STYLE_RE = re.compile(
     r"display\s*:\s*none|visibility\s*:\s*hidden|mso-hide\s*:\s*all|max-height\s*:\s*0(px)?\s*(;|$)", re.I
 )
 _BOLD_STYLE_RE = re.compile(r"font-weight\s*:\s*(bold|bolder|[6-9]00)", re.I)
+_BUTTON_STYLE_RE = re.compile(r"background(-color)?\s*:[^;]*#|border-radius\s*:\s*[1-9]", re.I)
 _SPACE_RE = re.compile(r"\s+")
 
 
@@ -54,6 +55,7 @@ class Block:
     heading: int = 0  # 1-6 for h1-h6 (or a plain-text heading), 0 otherwise
     list_item: bool = False
     rule: bool = False  # a divider: <hr>, *** or ---
+    button: bool = False  # a call-to-action button (a link on a coloured, rounded box): never a title
 
     # Runs are fixed once a block is built: what is read from them is computed once.
     @cached_property
@@ -94,7 +96,7 @@ class Block:
     def markdown(self) -> str:
         parts: list[str] = []
         index = 0
-        runs = [run for run in self.runs if run.text]
+        runs = [run for run in self.runs if run.text]  # linked images have no text: not in Markdown
         while index < len(runs):
             run = runs[index]
             if run.href is None:
@@ -145,6 +147,7 @@ class _State:
     italic: int = 0
     heading: int = 0
     list_item: int = 0
+    button: int = 0
     hrefs: list[str | None] = field(default_factory=list)
 
 
@@ -167,8 +170,12 @@ def html_blocks(html: str) -> list[Block]:
     current: list[Run] = []
 
     def flush() -> None:
-        if any(run.text.strip() for run in current):
-            blocks.append(Block(runs=list(current), heading=state.heading, list_item=state.list_item > 0))
+        # A block with text, or a linked image alone (its link can be the story's link).
+        if any(run.text.strip() or run.href for run in current):
+            blocks.append(
+                Block(runs=list(current), heading=state.heading, list_item=state.list_item > 0,
+                      button=state.button > 0)
+            )  # fmt: skip
         current.clear()
 
     # (node, entering): an explicit stack instead of recursion.
@@ -183,6 +190,9 @@ def html_blocks(html: str) -> list[Block]:
                 current.append(Run(text, href, state.bold > 0, state.italic > 0))
             continue
         if entering:
+            if tag == "img" and state.hrefs and state.hrefs[-1]:
+                current.append(Run("", state.hrefs[-1]))  # a linked image: a link without text
+                continue
             if tag in _SKIP_TAGS or _hidden(node):
                 continue
             if tag == "hr":
@@ -210,8 +220,20 @@ def _style_bold(node: LexborNode) -> bool:
     return bool(style) and bool(_BOLD_STYLE_RE.search(style))
 
 
+_BUTTON_WORDS = 6
+
+
+def _is_button(node: LexborNode) -> bool:
+    """A few words on a coloured, rounded box: a call to action, not a promo box with a title in it."""
+    style = node.attributes.get("style") or ""
+    styled = len(_BUTTON_STYLE_RE.findall(style)) >= 2 or "button" in (node.attributes.get("class") or "")
+    return styled and len((node.text(deep=True) or "").split()) <= _BUTTON_WORDS
+
+
 def _enter(node: LexborNode, state: _State) -> None:
     tag = node.tag or ""
+    if tag in ("td", "a", "div", "span") and _is_button(node):
+        state.button += 1
     if tag in _BOLD_TAGS or _style_bold(node):
         state.bold += 1
     if tag in _ITALIC_TAGS:
@@ -227,6 +249,8 @@ def _enter(node: LexborNode, state: _State) -> None:
 
 def _leave(node: LexborNode, state: _State) -> None:
     tag = node.tag or ""
+    if tag in ("td", "a", "div", "span") and _is_button(node):
+        state.button -= 1
     if tag in _BOLD_TAGS or _style_bold(node):
         state.bold -= 1
     if tag in _ITALIC_TAGS:
@@ -282,11 +306,38 @@ def _text_runs(line: str, references: dict[str, str], bold: bool = False) -> lis
     return runs
 
 
+def _underlines(line: str, next_line: str) -> bool:
+    """`next_line` is a ==== or ---- underline of `line` (about as long), not a divider after a URL."""
+    text = line.strip()
+    return (
+        bool(_UNDERLINE_RE.match(next_line))
+        and not _URL_RE.search(text)
+        and len(text) * 0.5 <= len(next_line.strip()) <= len(text) * 2 + 2
+    )
+
+
+def _title_line(lines: list[str]) -> bool:
+    """A paragraph's first line that is a title over its text: short, unpunctuated, clearly shorter
+    than the wrapped lines under it."""
+    if len(lines) < 2:
+        return False
+    first = lines[0].strip()
+    longest = max(len(line.strip()) for line in lines[1:])
+    return (
+        2 <= len(first.split()) <= 15
+        and not first.endswith((".", ",", ";", ":", "!", "?", ">", ")"))
+        and not _URL_RE.search(first)
+        and first[:1].isupper()
+        and len(first) < 0.8 * longest
+        and longest >= 50
+    )
+
+
 def _plain_heading(line: str, next_line: str | None, paragraph_len: int) -> int:
     """A plain-text line that reads as a heading: its level (2 or 3), else 0."""
     if _MD_HEADING_RE.match(line):
         return len(_MD_HEADING_RE.match(line).group(1))  # type: ignore[union-attr]
-    if next_line is not None and _UNDERLINE_RE.match(next_line):
+    if next_line is not None and _underlines(line, next_line):
         return 2 if next_line.strip()[0] == "=" else 3
     stripped = line.strip()
     words = stripped.split()
@@ -322,7 +373,7 @@ def text_blocks(text: str) -> list[Block]:
         while index < len(body):
             line = body[index]
             following = body[index + 1] if index + 1 < len(body) else None
-            if _RULE_RE.match(line) and not (index and _UNDERLINE_RE.match(line)):
+            if _RULE_RE.match(line) and not (index and _underlines(body[index - 1], line)):
                 blocks.append(Block(rule=True))
                 index += 1
                 continue
@@ -332,7 +383,11 @@ def text_blocks(text: str) -> list[Block]:
                 bold = _MD_BOLD_RE.match(title)
                 runs = _text_runs(bold.group(1) if bold else title, references, True)
                 blocks.append(Block(runs=runs, heading=level))
-                index += 2 if following is not None and _UNDERLINE_RE.match(following) else 1
+                index += 2 if following is not None and _underlines(line, following) else 1
+                continue
+            if index == 0 and _title_line(body):
+                blocks.append(Block(runs=_text_runs(line, references, True), heading=3))
+                index += 1
                 continue
             if _BULLET_RE.match(line):
                 blocks.append(Block(runs=_text_runs(_BULLET_RE.sub("", line), references), list_item=True))

@@ -13,7 +13,7 @@ from app.mail.blocks import Block, blocks_markdown, html_blocks, text_blocks
 from app.mail.forwarded import unwrap_inline_forward
 from app.mail.message import NewsletterEmail
 from app.mail.splitters import GENERIC, Story, choose_splitter
-from app.mail.splitters.base import canonical_markdown
+from app.mail.splitters.base import canonical_markdown, masthead_link
 
 MAX_LINKS = 500
 
@@ -41,7 +41,8 @@ def split_email(email: NewsletterEmail) -> SplitEmail:
         splitter, stories = GENERIC, GENERIC.split(email, blocks)
     if not stories:  # a single-story e-mail (an essay, an announcement): the whole text is the story
         text = canonical_markdown(blocks) or blocks_markdown(blocks)
-        stories = [Story(headline=email.subject or "(no subject)", url=None, section=None, position=0,
+        url = masthead_link(blocks, email.subject)
+        stories = [Story(headline=email.subject or "(no subject)", url=url, section=None, position=0,
                          sponsored=False, markdown=text or email.subject, links=[])]  # fmt: skip
         return SplitEmail(email, "whole", stories)
     return SplitEmail(email, splitter.name, stories)

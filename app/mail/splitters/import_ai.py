@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from app.mail.blocks import Block
 from app.mail.message import NewsletterEmail
-from app.mail.splitters.base import Splitter
+from app.mail.splitters.base import MAX_TITLE_WORDS, READ_MORE_RE, Layout, Splitter
 
 
 class ImportAiSplitter(Splitter):
@@ -17,3 +17,11 @@ class ImportAiSplitter(Splitter):
             or email.sender.startswith("importai@")
             or (email.subject.lower().startswith("import ai"))
         )
+
+    def is_title(self, block: Block, layout: Layout) -> bool:
+        # Its titles are bold lines that end in a colon; its body has no headings to go by.
+        if block.rule or block.list_item or block.button or not block.text:
+            return False
+        if len(block.text.split()) > MAX_TITLE_WORDS or READ_MORE_RE.match(block.text):
+            return False
+        return block.heading > 0 or block.all_bold

@@ -7,7 +7,7 @@ import re
 
 from app.mail.blocks import Block
 from app.mail.message import NewsletterEmail
-from app.mail.splitters.base import MAX_TITLE_WORDS, Splitter
+from app.mail.splitters.base import MAX_TITLE_WORDS, Layout, Splitter
 
 _ANNOTATED_TITLE_RE = re.compile(r"\([^()]{2,40}\)\s*$")
 
@@ -18,7 +18,7 @@ class TldrSplitter(Splitter):
     def matches(self, email: NewsletterEmail, blocks: list[Block]) -> bool:
         return "tldrnewsletter.com" in (email.list_id or "") or email.sender.endswith("tldrnewsletter.com")
 
-    def is_title(self, block: Block) -> bool:
+    def is_title(self, block: Block, layout: Layout) -> bool:
         # Only the annotated linked titles: TLDR's bold lines ("Sign Up", the date banner) are not stories.
         return (
             not block.list_item
