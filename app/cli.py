@@ -79,7 +79,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def _print_api_key_usage(settings, host: str, port: int) -> None:  # type: ignore[no-untyped-def]
-    """Create the API key on first run (unless ENHANCER_API_KEYS is set) and say how to use it."""
+    """Create the API key on first run (unless ENHANCER_API_KEYS is set) and say where it is.
+
+    The key itself is never printed: a service's output ends up in logs (systemd, docker)."""
     from app.core.security import ensure_api_key
 
     key, created = ensure_api_key(settings)
@@ -87,13 +89,11 @@ def _print_api_key_usage(settings, host: str, port: int) -> None:  # type: ignor
         print("API keys: from ENHANCER_API_KEYS", flush=True)
         return
     base = f"http://{host}:{port}"
-    # The key itself is shown once, when created; later runs point at the file (logs keep no secret).
-    shown = key if created else f"$(cat {settings.api_key_file})"
-    intro = f"created API key {key} in" if created else "API key in"
+    intro = "created the API key in" if created else "API key in"
     print(
         f"{intro} {settings.api_key_file} (mode 0600); every /v1 request needs it, e.g.\n"
-        f'    curl -H "X-API-Key: {shown}" {base}/v1/records\n'
-        f"  or 'Authorization: Bearer <key>'; the review page: open {base}/review?api_key=<key> once",
+        f'    curl -H "X-API-Key: $(cat {settings.api_key_file})" {base}/v1/records\n'
+        f"  or 'Authorization: Bearer <key>'; the review page: sign in at {base}/review/login with it",
         flush=True,
     )
 

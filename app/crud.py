@@ -21,6 +21,7 @@ from app.models import (
     JobStatus,
     ModelVersion,
     Record,
+    ReviewSession,
     WorkerHeartbeat,
     new_id,
     utcnow,
@@ -461,3 +462,27 @@ def record_heartbeat(
 def live_workers(session: Session, *, within_seconds: float) -> list[WorkerHeartbeat]:
     cutoff = utcnow() - timedelta(seconds=within_seconds)
     return list(session.scalars(select(WorkerHeartbeat).where(WorkerHeartbeat.last_seen >= cutoff)))
+
+
+# Review sessions ------------------------------------------------------------------------------
+
+
+def _token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def create_review_session(session: Session, *, token: str, max_age: timedelta) -> None:
+    """Store a new session (its token's digest only); sessions past their expiry are removed."""
+    now = utcnow()
+    session.execute(delete(ReviewSession).where(ReviewSession.expires_at < now))
+    session.add(ReviewSession(token_sha256=_token_digest(token), created_at=now, expires_at=now + max_age))
+    session.flush()
+
+
+def review_session_valid(session: Session, *, token: str) -> bool:
+    row = session.get(ReviewSession, _token_digest(token))
+    return row is not None and as_utc(row.expires_at) > utcnow()  # type: ignore[operator]
+
+
+def delete_review_session(session: Session, *, token: str) -> None:
+    session.execute(delete(ReviewSession).where(ReviewSession.token_sha256 == _token_digest(token)))

@@ -23,6 +23,7 @@ from app.core.config import get_settings
 from app.core.migrate import upgrade_database
 from app.core.security import ensure_api_key
 from app.web.routes import router as review_router
+from app.web.signin import router as signin_router
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,7 @@ def create_app(*, migrate: bool = True) -> FastAPI:
     app.include_router(v1)
     app.include_router(enhance.alias_router, dependencies=[ApiKeyDep])
     app.include_router(health.router)
+    app.include_router(signin_router)  # before the review pages: /review/login needs no session
     app.include_router(review_router, dependencies=[ReviewKeyDep])
     app.add_middleware(  # inside metrics: 413s counted
         BodySizeLimit,

@@ -156,3 +156,13 @@ class IdempotencyKey(Base):
     request_sha256: Mapped[str] = mapped_column(String(64))
     job_ids: Mapped[list[str]] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class ReviewSession(Base):
+    """A signed-in review-page browser: the cookie holds a random token, this table its sha256."""
+
+    __tablename__ = "review_sessions"
+
+    token_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)

@@ -119,9 +119,13 @@ def test_review_page_filter_correct_save_and_export_for_training(
     page = browser.new_page(viewport={"width": 1440, "height": 1000})
     page.set_default_timeout(20_000)
 
-    # Sign in once with the key in the URL: the page keeps it in a cookie and drops it from the URL.
-    page.goto(f"{base}/review?api_key={TEST_API_KEY}")
-    assert "api_key" not in page.url
+    # Sign in with the key in the form: the browser keeps a session cookie, never the key.
+    page.goto(f"{base}/review")
+    assert page.url.endswith("/review/login")
+    page.fill("#api_key", TEST_API_KEY)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base}/review")
+    assert all(TEST_API_KEY not in c["value"] for c in page.context.cookies())
     rows = page.locator("#records tbody tr[data-record-id]")
     expect(rows).to_have_count(SEED_RECORDS)
 
@@ -216,7 +220,8 @@ def test_review_page_needs_the_key_and_refuses_cross_site_posts(review_server: d
     base = review_server["base"]
     record_id = review_server["ids"][0]
     assert httpx.get(f"{base}/review").status_code == 401
-    cookies = {"enhancer_api_key": TEST_API_KEY}
+    signed_in = httpx.post(f"{base}/review/login", data={"api_key": TEST_API_KEY})
+    cookies = {"enhancer_review_session": signed_in.cookies["enhancer_review_session"]}
     form = {
         "summary": "A summary that is long enough.", "key_topics": "AI", "categories": "research",
         "sentiment": "neutral", "urgency_level": "low", "relevance_score": "5", "action": "save",

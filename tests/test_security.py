@@ -91,21 +91,40 @@ def test_any_of_several_configured_keys_works(app_env) -> None:  # type: ignore[
         assert client.get("/v1/records", headers={"X-API-Key": ""}).status_code == 401
 
 
-def test_review_page_takes_the_key_once_then_a_cookie(client: TestClient) -> None:
-    assert client.get("/review").status_code == 401
-    assert client.get("/review", params={"api_key": "wrong"}).status_code == 403
-    signed_in = client.get(
-        "/review", params={"api_key": TEST_API_KEY, "source": "TLDR"}, follow_redirects=False
+def test_review_sign_in_exchanges_the_key_for_a_session_that_sign_out_ends(client: TestClient) -> None:
+    html = {"Accept": "text/html"}
+    assert client.get("/review").status_code == 401  # a script without the key
+    to_login = client.get("/review", headers=html, follow_redirects=False)
+    assert to_login.status_code == 303 and to_login.headers["location"] == "/review/login"
+    # An old link with the key in the URL is not taken: the key goes in the sign-in form only.
+    old_link = client.get("/review", params={"api_key": TEST_API_KEY}, follow_redirects=False)
+    assert old_link.status_code == 303 and old_link.headers["location"] == "/review/login"
+    assert "set-cookie" not in old_link.headers
+
+    assert client.post("/review/login", data={"api_key": "wrong"}).status_code == 401
+    signed_in = client.post("/review/login", data={"api_key": TEST_API_KEY}, follow_redirects=False)
+    assert signed_in.status_code == 303 and signed_in.headers["location"] == "/review"
+    cookie = signed_in.headers["set-cookie"]
+    assert all(part in cookie.lower() for part in ("httponly", "samesite=strict", "path=/review"))
+    token = client.cookies["enhancer_review_session"]
+    assert TEST_API_KEY not in cookie and TEST_API_KEY not in token  # the cookie never holds the key
+    page = client.get("/review", headers=html)
+    assert page.status_code == 200 and "Sign out" in page.text
+
+    other = TestClient(client.app, cookies={"enhancer_review_session": "forged-" + token[7:]})
+    assert other.get("/review").status_code == 401  # a guessed token is no session
+    signed_out = client.post("/review/logout", follow_redirects=False)
+    assert signed_out.status_code == 303
+    client.cookies.set("enhancer_review_session", token, path="/review")  # replaying the old cookie
+    assert client.get("/review").status_code == 401  # the session ended on the server
+    assert client.get("/review", headers=API_HEADERS).status_code == 200  # scripts: the header
+
+
+def test_a_cross_site_sign_in_post_is_refused(client: TestClient) -> None:
+    response = client.post(
+        "/review/login", data={"api_key": TEST_API_KEY}, headers={"Origin": "https://evil.example"}
     )
-    assert signed_in.status_code == 303
-    assert signed_in.headers["location"] == "/review?source=TLDR"  # the key leaves the URL
-    cookie = signed_in.headers["set-cookie"].lower()
-    assert "httponly" in cookie and "samesite=strict" in cookie and "path=/review" in cookie
-    page = client.get(signed_in.headers["location"])  # the client now holds the cookie
-    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
-    client.cookies.clear()
-    assert client.get("/review").status_code == 401
-    assert client.get("/review", headers=API_HEADERS).status_code == 200
+    assert response.status_code == 403 and "set-cookie" not in response.headers
 
 
 def test_first_start_creates_a_private_key_file(app_env, service_env) -> None:  # type: ignore[no-untyped-def]
@@ -134,24 +153,33 @@ def test_enhancer_serve_prints_how_to_use_its_new_key(service_env, tmp_path) -> 
             if "curl" in line.decode():
                 break
         printed = "".join(lines)
-        key = re.search(r"created API key (\S+) in", printed)
-        assert key, printed
-        assert f'curl -H "X-API-Key: {key.group(1)}" http://127.0.0.1:{port}/v1/records' in printed
+        key_file = Path(service_env["ENHANCER_DATA_DIR"]) / "api_key"
+        assert f"created the API key in {key_file}" in printed, printed
+        key = key_file.read_text().strip()
+        assert key not in printed  # the output ends up in logs: it says where the key is, not the key
+        assert f'curl -H "X-API-Key: $(cat {key_file})" http://127.0.0.1:{port}/v1/records' in printed
         deadline = time.monotonic() + 60
         while True:
             try:
-                response = httpx.get(
-                    f"http://127.0.0.1:{port}/v1/records", headers={"X-API-Key": key.group(1)}
-                )
+                response = httpx.get(f"http://127.0.0.1:{port}/v1/records", headers={"X-API-Key": key})
                 break
             except httpx.TransportError:
                 assert time.monotonic() < deadline and server.poll() is None
                 time.sleep(0.2)
+        # What could put the key in the access log: an old link with it in the URL, a sign-in.
+        base = f"http://127.0.0.1:{port}"
+        httpx.get(f"{base}/review", params={"api_key": key}, headers={"Accept": "text/html"})
+        signed_in = httpx.post(f"{base}/review/login", data={"api_key": key})
+        assert signed_in.status_code == 303
         assert response.status_code == 200
         assert httpx.get(f"http://127.0.0.1:{port}/v1/records").status_code == 401
     finally:
         server.terminate()
         server.wait(timeout=30)
+    log = printed + server.stdout.read().decode(errors="replace")  # type: ignore[union-attr]
+    assert "GET /review?api_key=[redacted]" in log  # the access log line is there, the key is not
+    assert "POST /review/login" in log
+    assert key not in log
 
 
 # Idempotency --------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, Response, Security
+from fastapi import Depends, HTTPException, Request, Security
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 from starlette.applications import Starlette
@@ -71,8 +72,8 @@ SubmissionWriterDep = Annotated[SubmissionWriter, Depends(submission_writer)]
 # put both ways of sending the key into the OpenAPI spec.
 
 API_KEY_HEADER = "X-API-Key"
-API_KEY_COOKIE = "enhancer_api_key"  # the review page's browser session (see require_review_key)
-API_KEY_QUERY = "api_key"
+REVIEW_SESSION_COOKIE = "enhancer_review_session"  # an opaque session token (see require_review_key)
+API_KEY_QUERY = "api_key"  # no longer accepted: only recognised, to send old links to the sign-in page
 _UNAUTHORIZED_HEADERS = {"WWW-Authenticate": 'Bearer realm="enhancer"'}
 
 _header_scheme = APIKeyHeader(
@@ -107,34 +108,36 @@ async def require_api_key(  # async: no I/O here, and a thread hop per request w
 ApiKeyDep = Depends(require_api_key)
 
 
-async def require_review_key(request: Request, settings: SettingsDep) -> None:
-    """For the browser pages under /review: the key as a header, a cookie, or `?api_key=` once.
+def _review_session_ok(token: str) -> bool:
+    from app.crud import review_session_valid
 
-    Opening `/review?api_key=KEY` checks the key, stores it in an HttpOnly, SameSite=Strict cookie
-    scoped to /review, and redirects to the same URL without the key (so it leaves the address bar
-    and the history). Later pages and form posts authenticate with the cookie.
+    with read_session_scope() as session:
+        return review_session_valid(session, token=token)
+
+
+async def require_review_key(request: Request, settings: SettingsDep) -> None:
+    """For the browser pages under /review: the API key as a header (scripts), or a session cookie.
+
+    A browser signs in at /review/login with a form POST that exchanges the key for an opaque,
+    expiring session (app.web.signin); the cookie holds that session's random token, never the key,
+    and no URL carries the key (an old `/review?api_key=...` link is sent to the sign-in page, the
+    key unused; the access log redacts it). Without credentials a browser is sent to the sign-in
+    page, other clients get the 401.
     """
-    query_key = request.query_params.get(API_KEY_QUERY)
     header_key = request.headers.get(API_KEY_HEADER)
     authorization = request.headers.get("authorization", "")
     bearer = authorization[7:].strip() if authorization[:7].lower() == "bearer " else None
-    key = header_key or bearer or query_key or request.cookies.get(API_KEY_COOKIE)
-    _check_key(key, settings)
-    if query_key and key == query_key:
-        clean = request.url.remove_query_params(API_KEY_QUERY)
-        cookie = Response()
-        cookie.set_cookie(
-            API_KEY_COOKIE,
-            query_key,
-            path="/review",
-            httponly=True,
-            samesite="strict",
-            secure=request.url.scheme == "https",
-            max_age=30 * 24 * 3600,
-        )
-        location = clean.path + (f"?{clean.query}" if clean.query else "")
-        headers = {"Location": location, "Set-Cookie": cookie.headers["set-cookie"]}
-        raise HTTPException(status_code=303, detail="signed in", headers=headers)
+    if header_key or bearer:
+        _check_key(header_key or bearer, settings)
+        return
+    token = request.cookies.get(REVIEW_SESSION_COOKIE)
+    if token is not None:
+        valid: bool = await run_in_threadpool(_review_session_ok, token)
+        if valid:
+            return
+    if "text/html" in request.headers.get("accept", "") or API_KEY_QUERY in request.query_params:
+        raise HTTPException(status_code=303, detail="sign in", headers={"Location": "/review/login"})
+    _check_key(None, settings)
 
 
 ReviewKeyDep = Depends(require_review_key)

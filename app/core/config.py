@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     max_item_chars: int = Field(
         default=MAX_CONTENT_CHARS, ge=1, le=MAX_CONTENT_CHARS, validation_alias="ENHANCER_MAX_ITEM_CHARS"
     )
+    # The review page's sign-in lasts this long (a server-side session; sign out ends it at once).
+    review_session_hours: float = Field(default=168.0, gt=0, validation_alias="ENHANCER_REVIEW_SESSION_HOURS")
     max_queued_jobs: int = Field(default=10_000, ge=1, validation_alias="ENHANCER_MAX_QUEUED_JOBS")
     queue_full_retry_after_seconds: int = Field(
         default=30, ge=1, validation_alias="ENHANCER_QUEUE_RETRY_AFTER"

@@ -6,9 +6,11 @@ and the worker (a `celery` process started by `enhancer worker`) inherits the va
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,6 +24,33 @@ _STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None)
     "asctime",
     "color_message",
 }
+
+
+# Secrets never reach a log line: query parameters that carry one (an old `/review?api_key=` link,
+# a client's `?token=`), and anything shaped like our API keys, whatever logged it.
+_SECRET_PARAM_RE = re.compile(
+    r"(?i)([?&;](?:api_key|apikey|key|access_token|token|password|passwd|secret|session|sig)=)[^&\s\"'#]*"
+)
+_API_KEY_RE = re.compile(r"\benh_[A-Za-z0-9_\-]{8,}")
+REDACTED = "[redacted]"
+
+
+def redact(text: str) -> str:
+    return _API_KEY_RE.sub(REDACTED, _SECRET_PARAM_RE.sub(rf"\1{REDACTED}", text))
+
+
+class RedactSecrets(logging.Filter):
+    """On every handler: the message and its string arguments redacted in place (uvicorn's access
+    formatter reads its five arguments by position, so they stay a tuple of the same shape)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {k: redact(v) if isinstance(v, str) else v for k, v in record.args.items()}
+        return True
 
 
 def json_enabled() -> bool:
@@ -65,6 +94,7 @@ def configure_logging(level: int = logging.INFO, *, verbose: bool = False) -> No
     """Root logger to stderr in the chosen format (replaces handlers a previous call installed)."""
     handler = logging.StreamHandler()
     handler.setFormatter(make_formatter())
+    handler.addFilter(RedactSecrets())
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level)
@@ -73,16 +103,25 @@ def configure_logging(level: int = logging.INFO, *, verbose: bool = False) -> No
 
 
 def uvicorn_log_config() -> dict[str, Any]:
-    """uvicorn's dictConfig: its own text setup by default; with JSON its loggers go through ours."""
+    """uvicorn's dictConfig: its own text setup by default; with JSON its loggers go through ours.
+    Either way every handler redacts secrets (RedactSecrets)."""
+    redacting = {"redact": {"()": f"{__name__}.RedactSecrets"}}
     if not json_enabled():
         from uvicorn.config import LOGGING_CONFIG
 
-        return LOGGING_CONFIG
+        config = copy.deepcopy(LOGGING_CONFIG)
+        config["filters"] = redacting
+        for handler in config["handlers"].values():
+            handler["filters"] = ["redact"]
+        return config
     return {
         "version": 1,
         "disable_existing_loggers": False,
+        "filters": redacting,
         "formatters": {"json": {"()": f"{__name__}.JsonFormatter"}},
-        "handlers": {"default": {"class": "logging.StreamHandler", "formatter": "json"}},
+        "handlers": {
+            "default": {"class": "logging.StreamHandler", "formatter": "json", "filters": ["redact"]}
+        },
         "loggers": {
             "uvicorn": {"handlers": ["default"], "level": "INFO", "propagate": False},
             "uvicorn.error": {"level": "INFO"},

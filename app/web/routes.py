@@ -158,7 +158,7 @@ def review_record(request: Request, record_id: str) -> Response:
     return _render_record(request, row, values=_form_values(row.metadata))
 
 
-def _same_origin(request: Request) -> bool:
+def same_origin(request: Request) -> bool:
     """Browsers send Origin on form posts: refuse posts another site's page makes us send."""
     origin = request.headers.get("origin")
     if not origin or origin == "null":
@@ -169,7 +169,7 @@ def _same_origin(request: Request) -> bool:
 
 @router.post("/records/{record_id}", response_class=HTMLResponse)
 async def review_save(request: Request, record_id: str) -> Response:
-    if not _same_origin(request):
+    if not same_origin(request):
         raise HTTPException(status_code=403, detail="cross-site form post refused")
     form = await request.form()
     row = _row_or_404(record_id)
