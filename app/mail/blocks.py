@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
@@ -151,12 +151,35 @@ class _State:
     hrefs: list[str | None] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class _Style:
+    hidden: bool
+    bold: bool
+    button: bool  # coloured and rounded: a button if it holds only a few words
+
+
+@lru_cache(maxsize=4096)  # a newsletter repeats a handful of inline styles on hundreds of elements
+def _style(style: str) -> _Style:
+    return _Style(
+        hidden=bool(_HIDDEN_STYLE_RE.search(style)),
+        bold=bool(_BOLD_STYLE_RE.search(style)),
+        button=len(_BUTTON_STYLE_RE.findall(style)) >= 2,
+    )
+
+
+_PLAIN = _Style(False, False, False)
+
+
+def _style_of(node: LexborNode) -> _Style:
+    style = node.attributes.get("style")
+    return _style(style) if style else _PLAIN
+
+
 def _hidden(node: LexborNode) -> bool:
     attributes = node.attributes
     if "hidden" in attributes or (attributes.get("aria-hidden") == "true" and node.tag != "a"):
         return True
-    style = attributes.get("style") or ""
-    return bool(style) and bool(_HIDDEN_STYLE_RE.search(style))
+    return _style_of(node).hidden
 
 
 def html_blocks(html: str) -> list[Block]:
@@ -216,8 +239,7 @@ def html_blocks(html: str) -> list[Block]:
 
 
 def _style_bold(node: LexborNode) -> bool:
-    style = node.attributes.get("style") or ""
-    return bool(style) and bool(_BOLD_STYLE_RE.search(style))
+    return _style_of(node).bold
 
 
 _BUTTON_WORDS = 6
@@ -225,8 +247,7 @@ _BUTTON_WORDS = 6
 
 def _is_button(node: LexborNode) -> bool:
     """A few words on a coloured, rounded box: a call to action, not a promo box with a title in it."""
-    style = node.attributes.get("style") or ""
-    styled = len(_BUTTON_STYLE_RE.findall(style)) >= 2 or "button" in (node.attributes.get("class") or "")
+    styled = _style_of(node).button or "button" in (node.attributes.get("class") or "")
     return styled and len((node.text(deep=True) or "").split()) <= _BUTTON_WORDS
 
 
