@@ -19,6 +19,7 @@ from app.api.deps import ApiKeyDep, ReviewKeyDep, close_submission_writer, open_
 from app.api.limits import JSON_TOO_DEEP, BodySizeLimit
 from app.api.metrics import install_metrics
 from app.api.routes import corrections, emails, enhance, export, health, jobs, records
+from app.api.security_headers import SecurityHeaders
 from app.core.config import get_settings
 from app.core.migrate import upgrade_database
 from app.core.security import ensure_api_key
@@ -113,6 +114,7 @@ def create_app(*, migrate: bool = True) -> FastAPI:
         max_bytes=settings.max_body_bytes,
         path_limits={"/v1/emails": settings.max_email_bytes},
     )
+    app.add_middleware(SecurityHeaders)
     install_metrics(app)
     _add_request_schemas(app)
     return app

@@ -338,3 +338,16 @@ def test_full_queue_is_429_with_retry_after(app_env) -> None:  # type: ignore[no
         assert client.post("/v1/enhance", json=_item(1)).status_code == 202
         assert client.post("/v1/enhance", json=_item(3)).status_code == 202  # fits: 3 of 3
         assert client.post("/v1/enhance", json=_item(4)).status_code == 429
+
+
+def test_review_pages_forbid_scripts_and_framing_and_every_answer_is_nosniff(client: TestClient) -> None:
+    page = client.get("/review/login")
+    assert page.status_code == 200
+    csp = page.headers["content-security-policy"]
+    assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp and "script-src" not in csp
+    assert page.headers["x-frame-options"] == "DENY"
+    api = client.get("/v1/records", headers=API_HEADERS)
+    assert (
+        api.headers["x-content-type-options"] == "nosniff" and api.headers["referrer-policy"] == "no-referrer"
+    )
+    assert "content-security-policy" not in api.headers
