@@ -85,7 +85,7 @@ def test_review_form_shows_the_same_errors_inline_and_saves_nothing(
         "other", "opinion_analysis"], "sentiment": "gloomy", "urgency_level": "low", "relevance_score": "ten",
         "action_items": "ok", "action": "save",
     }  # fmt: skip
-    response = api.post(f"/review/records/{ids[1]}", data=form)
+    response = api.post(f"/review/records/{ids[1]}", data=form, headers={"Origin": "http://testserver"})
     assert response.status_code == 422
     errors = dict(re.findall(r'id="error-(\w+)">([^<]+)<', response.text))
     assert set(errors) == {

@@ -220,7 +220,7 @@ def test_review_page_needs_the_key_and_refuses_cross_site_posts(review_server: d
     base = review_server["base"]
     record_id = review_server["ids"][0]
     assert httpx.get(f"{base}/review").status_code == 401
-    signed_in = httpx.post(f"{base}/review/login", data={"api_key": TEST_API_KEY})
+    signed_in = httpx.post(f"{base}/review/login", data={"api_key": TEST_API_KEY}, headers={"Origin": base})
     cookies = {"enhancer_review_session": signed_in.cookies["enhancer_review_session"]}
     form = {
         "summary": "A summary that is long enough.", "key_topics": "AI", "categories": "research",
@@ -230,7 +230,11 @@ def test_review_page_needs_the_key_and_refuses_cross_site_posts(review_server: d
                       headers={"Origin": "https://evil.example"})  # fmt: skip
     assert evil.status_code == 403
     assert not _record(record_id).reviewed
-    ok = httpx.post(f"{base}/review/records/{record_id}", data=form, cookies=cookies)
+    no_origin = httpx.post(f"{base}/review/records/{record_id}", data=form, cookies=cookies)
+    assert no_origin.status_code == 403  # a post that says nothing of where it comes from
+    ok = httpx.post(
+        f"{base}/review/records/{record_id}", data=form, cookies=cookies, headers={"Referer": base}
+    )
     assert ok.status_code == 303
     assert _record(record_id).corrected_data["key_topics"] == ["AI"]
     missing = httpx.get(f"{base}/review/records/nope", cookies=cookies)

@@ -101,8 +101,11 @@ def test_review_sign_in_exchanges_the_key_for_a_session_that_sign_out_ends(clien
     assert old_link.status_code == 303 and old_link.headers["location"] == "/review/login"
     assert "set-cookie" not in old_link.headers
 
-    assert client.post("/review/login", data={"api_key": "wrong"}).status_code == 401
-    signed_in = client.post("/review/login", data={"api_key": TEST_API_KEY}, follow_redirects=False)
+    here = {"Origin": "http://testserver"}
+    assert client.post("/review/login", data={"api_key": "wrong"}, headers=here).status_code == 401
+    signed_in = client.post(
+        "/review/login", data={"api_key": TEST_API_KEY}, headers=here, follow_redirects=False
+    )
     assert signed_in.status_code == 303 and signed_in.headers["location"] == "/review"
     cookie = signed_in.headers["set-cookie"]
     assert all(part in cookie.lower() for part in ("httponly", "samesite=strict", "path=/review"))
@@ -113,18 +116,29 @@ def test_review_sign_in_exchanges_the_key_for_a_session_that_sign_out_ends(clien
 
     other = TestClient(client.app, cookies={"enhancer_review_session": "forged-" + token[7:]})
     assert other.get("/review").status_code == 401  # a guessed token is no session
-    signed_out = client.post("/review/logout", follow_redirects=False)
+    signed_out = client.post("/review/logout", headers=here, follow_redirects=False)
     assert signed_out.status_code == 303
     client.cookies.set("enhancer_review_session", token, path="/review")  # replaying the old cookie
     assert client.get("/review").status_code == 401  # the session ended on the server
     assert client.get("/review", headers=API_HEADERS).status_code == 200  # scripts: the header
 
 
-def test_a_cross_site_sign_in_post_is_refused(client: TestClient) -> None:
-    response = client.post(
-        "/review/login", data={"api_key": TEST_API_KEY}, headers={"Origin": "https://evil.example"}
-    )
-    assert response.status_code == 403 and "set-cookie" not in response.headers
+def test_a_sign_in_post_must_come_from_this_site(client: TestClient, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    def post(**headers: str):  # type: ignore[no-untyped-def]
+        return client.post(
+            "/review/login", data={"api_key": TEST_API_KEY}, headers=headers, follow_redirects=False
+        )
+
+    assert post(Origin="https://evil.example").status_code == 403
+    assert post().status_code == 403  # neither Origin nor Referer
+    assert post(Origin="null", Referer="http://testserver/review/login").status_code == 303
+    proxied = {"Origin": "https://enhancer.lan", "X-Forwarded-Host": "enhancer.lan"}
+    assert post(**proxied).status_code == 403  # the test client is no trusted proxy ...
+    from app.core.config import get_settings
+
+    monkeypatch.setenv("ENHANCER_TRUSTED_PROXIES", "testclient")
+    get_settings.cache_clear()
+    assert post(**proxied).status_code == 303  # ... until it is configured as one
 
 
 def test_first_start_creates_a_private_key_file(app_env, service_env) -> None:  # type: ignore[no-untyped-def]
@@ -169,7 +183,7 @@ def test_enhancer_serve_prints_how_to_use_its_new_key(service_env, tmp_path) -> 
         # What could put the key in the access log: an old link with it in the URL, a sign-in.
         base = f"http://127.0.0.1:{port}"
         httpx.get(f"{base}/review", params={"api_key": key}, headers={"Accept": "text/html"})
-        signed_in = httpx.post(f"{base}/review/login", data={"api_key": key})
+        signed_in = httpx.post(f"{base}/review/login", data={"api_key": key}, headers={"Origin": base})
         assert signed_in.status_code == 303
         assert response.status_code == 200
         assert httpx.get(f"http://127.0.0.1:{port}/v1/records").status_code == 401
@@ -348,6 +362,6 @@ def test_review_pages_forbid_scripts_and_framing_and_every_answer_is_nosniff(cli
     assert page.headers["x-frame-options"] == "DENY"
     api = client.get("/v1/records", headers=API_HEADERS)
     assert (
-        api.headers["x-content-type-options"] == "nosniff" and api.headers["referrer-policy"] == "no-referrer"
+        api.headers["x-content-type-options"] == "nosniff" and api.headers["referrer-policy"] == "same-origin"
     )
     assert "content-security-policy" not in api.headers

@@ -1,16 +1,13 @@
-"""Response headers that make the browser safer: on every response `nosniff` and no Referer (a
-review-page URL names records), and on the review pages a strict Content-Security-Policy (no
-script at all, styles inline only, forms post back only here) and no framing (clickjacking).
-
-A pure ASGI middleware: it only adds headers to `http.response.start`, so streamed exports stay
-streamed.
-"""
+"""Response headers that make the browser safer. On every response: `nosniff`, and no Referer to
+other sites (a review-page URL names records; within the site it backs the form posts' origin
+check). On the review pages: a strict Content-Security-Policy (no script at all, inline styles
+only, forms post back only here) and no framing (clickjacking)."""
 
 from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-ALWAYS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
+ALWAYS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"same-origin")]
 REVIEW_CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; "
     "frame-ancestors 'none'; base-uri 'none'"

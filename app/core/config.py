@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     max_item_chars: int = Field(
         default=MAX_CONTENT_CHARS, ge=1, le=MAX_CONTENT_CHARS, validation_alias="ENHANCER_MAX_ITEM_CHARS"
     )
+    # Reverse proxies (comma-separated IPs) whose X-Forwarded-Host the review page's origin check believes.
+    trusted_proxies: str = Field(default="", validation_alias="ENHANCER_TRUSTED_PROXIES")
     # The review page's sign-in lasts this long (a server-side session; sign out ends it at once).
     review_session_hours: float = Field(default=168.0, gt=0, validation_alias="ENHANCER_REVIEW_SESSION_HOURS")
     max_queued_jobs: int = Field(default=10_000, ge=1, validation_alias="ENHANCER_MAX_QUEUED_JOBS")
@@ -103,6 +105,10 @@ class Settings(BaseSettings):
     def celery_broker_url(self) -> str:
         # Embedded default: kombu's SQLAlchemy transport on a SQLite file, so no Redis is needed.
         return self.broker_url or f"sqla+sqlite:///{self.data_dir / 'broker.db'}"
+
+    @property
+    def trusted_proxy_hosts(self) -> frozenset[str]:
+        return frozenset(part.strip() for part in self.trusted_proxies.split(",") if part.strip())
 
     @property
     def api_key_file(self) -> Path:

@@ -18,6 +18,7 @@ from fastapi.templating import Jinja2Templates
 
 from app.contract import CATEGORIES, GeneratedMetadata, html_to_text
 from app.contract.metadata import Sentiment, Urgency
+from app.core.config import get_settings
 from app.core.db import read_session_scope, session_scope
 from app.corrections import (
     CorrectionInvalid,
@@ -159,12 +160,19 @@ def review_record(request: Request, record_id: str) -> Response:
 
 
 def same_origin(request: Request) -> bool:
-    """Browsers send Origin on form posts: refuse posts another site's page makes us send."""
-    origin = request.headers.get("origin")
-    if not origin or origin == "null":
-        return True
-    hosts = {request.headers.get("host", ""), request.headers.get("x-forwarded-host", "")} - {""}
-    return urlsplit(origin).netloc in hosts  # behind a proxy the page's host may be X-Forwarded-Host
+    """A form post must name this site as where it comes from: Origin (browsers send it on every
+    POST), else Referer (sent within the site: Referrer-Policy same-origin). Behind a reverse
+    proxy the page's host is X-Forwarded-Host, believed only from ENHANCER_TRUSTED_PROXIES."""
+    source = request.headers.get("origin")
+    if not source or source == "null":
+        source = request.headers.get("referer")
+    if not source:
+        return False
+    hosts = {request.headers.get("host", "")}
+    client = request.client.host if request.client else None
+    if client is not None and client in get_settings().trusted_proxy_hosts:
+        hosts.add(request.headers.get("x-forwarded-host", ""))
+    return urlsplit(source).netloc in hosts - {""}
 
 
 @router.post("/records/{record_id}", response_class=HTMLResponse)
