@@ -113,3 +113,22 @@ def test_post_enhance_is_an_alias_of_v1_enhance(client: TestClient) -> None:
     assert client.post("/enhance", json=ITEM, headers={"X-API-Key": "wrong"}).status_code == 403
     spec = client.get("/openapi.json").json()["paths"]
     assert "alias" in spec["/enhance"]["post"]["summary"].lower()
+
+
+def test_an_email_over_the_queue_limit_is_a_429_and_stores_nothing(service_env, monkeypatch) -> None:
+    from tests.conftest import apply_env
+
+    apply_env(monkeypatch, service_env, DATABASE_URL=None, ENHANCER_MAX_QUEUED_JOBS="1")
+    with TestClient(create_app(), headers=API_HEADERS) as client:
+        response = client.post("/v1/emails", content=tldr_email(), headers=RFC822)  # two jobs
+        assert response.status_code == 429 and response.headers["retry-after"]
+        assert "the limit is 1" in response.json()["message"]
+        assert client.get("/v1/records").json()["total"] == 0
+    from sqlalchemy import func, select
+
+    from app.core.db import session_scope
+    from app.models import Email, Item
+
+    with session_scope() as session:
+        assert session.scalar(select(func.count()).select_from(Email)) == 0
+        assert session.scalar(select(func.count()).select_from(Item)) == 0

@@ -4,6 +4,7 @@ from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 
 from app.api.deps import ReadSessionDep, SubmissionWriterDep
+from app.api.routes.enhance import queue_full_error
 from app.api.schemas import EmailHeaderOut, EmailOut, ErrorOut, JobRef, StoryOut
 from app.api.submissions import EmailSubmission, QueueFull, StoryRef, Submission
 from app.core.db import read_session_scope
@@ -77,9 +78,7 @@ async def post_email(request: Request, response: Response, writer: SubmissionWri
     try:
         accepted = await writer.submit(submission)
     except QueueFull as full:
-        raise HTTPException(
-            status_code=429, detail=str(full), headers={"Retry-After": str(full.retry_after)}
-        ) from None
+        raise queue_full_error(full) from None
     if accepted.replayed:
         response.headers["Idempotent-Replayed"] = "true"
     response.headers["Location"] = f"/v1/emails/{accepted.email_id}"

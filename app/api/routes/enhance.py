@@ -27,6 +27,11 @@ _REQUEST_SCHEMA = {
 }
 
 
+def queue_full_error(full: QueueFull) -> HTTPException:
+    """The 429 of every route that submits jobs: the limit in the message, when to retry in the header."""
+    return HTTPException(status_code=429, detail=str(full), headers={"Retry-After": str(full.retry_after)})
+
+
 def _invalid(loc: tuple[str | int, ...], msg: str, kind: str) -> RequestValidationError:
     return RequestValidationError([{"loc": ("body", *loc), "msg": msg, "type": kind}])
 
@@ -103,9 +108,7 @@ async def enhance(
     try:
         accepted = await writer.submit(Submission(items, idempotency_key, body_hash))
     except QueueFull as full:
-        raise HTTPException(
-            status_code=429, detail=str(full), headers={"Retry-After": str(full.retry_after)}
-        ) from None
+        raise queue_full_error(full) from None
     except IdempotencyKeyReused as reused:
         raise RequestValidationError(
             [{"loc": ("header", "Idempotency-Key"), "msg": str(reused), "type": "idempotency_key_reused"}]
