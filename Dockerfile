@@ -32,14 +32,15 @@ WORKDIR /src
 # torch first, in its own layer: it is by far the largest dependency and changes least often.
 RUN pip install --no-cache-dir torch==2.13.0
 
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY app ./app
 COPY worker ./worker
 COPY training ./training
 COPY migrations ./migrations
-# The project and its pinned/bounded dependencies from pyproject.toml (a local path, not a registry name).
+# The project and its dependencies from pyproject.toml (a local path, not a registry name), at the
+# versions the test suite passed with (constraints.txt).
 # hadolint ignore=DL3013
-RUN pip install --no-cache-dir . \
+RUN pip install --no-cache-dir -c constraints.txt . \
     && python -c "import torch, app, worker; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 
 # --- runtime: slim base + the venv; no compilers, no build arguments, non-root -------------------

@@ -105,6 +105,9 @@ def pyvenv_version(pyvenv_cfg_text: str) -> tuple[int, ...] | None:
     return tuple(int(part) for part in match.groups() if part is not None) if match else None
 
 
+CONSTRAINTS_NAME = "constraints.txt"
+
+
 def install_target(extras: tuple[str, ...] | list[str]) -> str:
     return f".[{','.join(sorted(extras))}]" if extras else "."
 
@@ -172,15 +175,19 @@ def plan(
         )
     else:
         stamp = read_stamp(venv_dir / STAMP_NAME)
-    digest = pyproject_digest((repo / "pyproject.toml").read_bytes())
+    constraints = repo / CONSTRAINTS_NAME
+    pinned = constraints.read_bytes() if constraints.exists() else b""
+    digest = pyproject_digest((repo / "pyproject.toml").read_bytes() + pinned)
     if reinstall or needs_install(stamp, digest, extras):
         pip = [str(vpython), "-m", "pip", "install", "--quiet"]
+        # The versions the suite passed with (constraints.txt): a fresh machine gets what CI tested.
+        pinned_args = ["-c", CONSTRAINTS_NAME] if constraints.exists() else []
         steps.append(Step("upgrade pip", [*pip, "--upgrade", "pip"]))
         # torch is pinned in pyproject.toml (2.13.0, CPU build); install with pip, not uv/poetry.
         steps.append(
             Step(
                 f"install the project (pip install -e {install_target(extras)})",
-                [*pip, "-e", install_target(extras)],
+                [*pip, *pinned_args, "-e", install_target(extras)],
                 stamp=new_stamp(stamp, digest, extras),
             )
         )

@@ -124,6 +124,45 @@ def _repo(tmp_path: Path) -> Path:
     return repo
 
 
+def test_the_install_uses_the_tested_versions_and_a_new_pin_reinstalls(tmp_path: Path) -> None:
+    repo = _repo(tmp_path)
+    shutil.copy(REPO_ROOT / "constraints.txt", repo / "constraints.txt")
+    steps, _ = qs.plan("test", [], repo=repo, os_name="posix", platform="linux", python="python3")
+    install = next(step for step in steps if "install the project" in step.name)
+    assert install.argv[-4:] == ["-c", "constraints.txt", "-e", ".[dev]"]
+    (repo / ".venv" / "bin").mkdir(parents=True)
+    (repo / ".venv" / "bin" / "python").touch()
+    (repo / ".venv" / qs.STAMP_NAME).write_text(json.dumps(install.stamp))
+    steps, notes = qs.plan("test", [], repo=repo, os_name="posix", platform="linux", python="python3")
+    assert not any("install the project" in step.name for step in steps) and notes  # installed already
+    with (repo / "constraints.txt").open("a") as pins:
+        pins.write("rapidfuzz==3.0.0\n")
+    steps, _ = qs.plan("test", [], repo=repo, os_name="posix", platform="linux", python="python3")
+    assert any("install the project" in step.name for step in steps)  # a changed pin: install again
+
+
+def test_the_constraints_pin_what_pyproject_asks_for() -> None:
+    """constraints.txt holds every direct dependency, at a version its pyproject bound allows."""
+    import re
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    pinned = dict(
+        line.split("==", 1) for line in (REPO_ROOT / "constraints.txt").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    )  # fmt: skip
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    for spec in [*project["dependencies"], *project["optional-dependencies"]["dev"]]:
+        requirement = Requirement(spec)
+        if requirement.name == "torch":  # pinned in pyproject itself (a local +cpu build here)
+            continue
+        names = {k.lower().replace("_", "-"): v for k, v in pinned.items()}
+        version = names.get(re.sub(r"[_.]", "-", requirement.name.lower()))
+        assert version is not None, f"{requirement.name} is not in constraints.txt"
+        assert requirement.specifier.contains(version), f"{requirement.name}=={version} breaks {requirement}"
+
+
 def test_plan_on_windows(tmp_path: Path) -> None:
     repo = _repo(tmp_path)
     steps, notes = qs.plan(
