@@ -21,7 +21,7 @@ _TRACKING_KEYS = frozenset(
     }
 )  # fmt: skip
 
-_URL_RE = re.compile(r"""https?://[^\s<>"'`)\]]+""", re.IGNORECASE)
+URL_RE = re.compile(r"""https?://[^\s<>"'`)\]]+""", re.IGNORECASE)
 _ANY_TAG_RE = re.compile(r"<[^>]*>?")
 _HREF_RE = re.compile(r"""href\s*=\s*["']?([^"'\s>]+)""", re.IGNORECASE)
 _HTML_TAG_RE = re.compile(r"<(html|body|div|p|br|a|span|table|td|tr|img|h[1-6]|ul|li|script|style)\b", re.I)
@@ -126,7 +126,7 @@ def derive_fields(
     # Links the ingester gives are URLs, and hrefs come unescaped from the HTML parser; only URLs
     # found in plain text may still carry entities ("&amp;"): unescaping a given link would turn
     # "?a=1&dd;=2" into "?a=1ⅆ=2".
-    found = _URL_RE.findall(text) if is_html else [html.unescape(url) for url in _URL_RE.findall(content)]
+    found = URL_RE.findall(text) if is_html else [html.unescape(url) for url in URL_RE.findall(content)]
     candidates = [*(links or []), *hrefs, *found]
     seen: dict[str, None] = {}
     for candidate in candidates:

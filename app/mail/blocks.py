@@ -22,6 +22,8 @@ from functools import cached_property, lru_cache
 
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
+from app.contract.derived import URL_RE
+
 _SKIP_TAGS = frozenset(
     {"head", "title", "script", "style", "noscript", "template", "svg", "img", "picture", "video",
      "audio", "iframe", "object", "form", "input", "button", "select", "textarea", "map", "-comment"}
@@ -286,7 +288,6 @@ def _leave(node: LexborNode, state: _State) -> None:
 
 # Plain text -------------------------------------------------------------------------------------
 
-_URL_RE = re.compile(r"https?://[^\s<>\"'`)\]]+", re.I)
 _RULE_RE = re.compile(r"^\s*([-*_=~])(\s*\1){2,}\s*$")
 _UNDERLINE_RE = re.compile(r"^\s*([=-])\1{2,}\s*$")
 _NUMBERED_RE = re.compile(r"^\s*(\d{1,2}|[IVX]{1,4})[.)]\s+\S")
@@ -295,14 +296,15 @@ _MD_BOLD_RE = re.compile(r"^\s*\*\*(.+?)\*\*:?\s*$")
 _REFERENCE_RE = re.compile(r"^\s*\[(\d{1,4})\]\s*(https?://\S+)\s*$")
 _MD_LINK_RE = re.compile(r"\[([^\]\n]{1,300})\]\((https?://[^)\s]+)\)")
 _BULLET_RE = re.compile(r"^\s*[-*•·]\s+")
+# A Markdown link, a bare URL, or an `[N]` reference to the list at the end.
+_LINK_OR_REFERENCE_RE = re.compile(rf"{_MD_LINK_RE.pattern}|{URL_RE.pattern}|\[(\d{{1,4}})\]", re.I)
 
 
 def _text_runs(line: str, references: dict[str, str], bold: bool = False) -> list[Run]:
     """A text line's runs: Markdown links, bare URLs and `[N]` references become links."""
     runs: list[Run] = []
     position = 0
-    pattern = re.compile(rf"{_MD_LINK_RE.pattern}|{_URL_RE.pattern}|\[(\d{{1,4}})\]", re.I)
-    for match in pattern.finditer(line):
+    for match in _LINK_OR_REFERENCE_RE.finditer(line):
         label, target, reference = match.group(1), match.group(2), match.group(3)
         if reference is not None and reference not in references:
             continue
@@ -332,7 +334,7 @@ def _underlines(line: str, next_line: str) -> bool:
     text = line.strip()
     return (
         bool(_UNDERLINE_RE.match(next_line))
-        and not _URL_RE.search(text)
+        and not URL_RE.search(text)
         and len(text) * 0.5 <= len(next_line.strip()) <= len(text) * 2 + 2
     )
 
@@ -347,7 +349,7 @@ def _title_line(lines: list[str]) -> bool:
     return (
         2 <= len(first.split()) <= 15
         and not first.endswith((".", ",", ";", ":", "!", "?", ">", ")"))
-        and not _URL_RE.search(first)
+        and not URL_RE.search(first)
         and first[:1].isupper()
         and len(first) < 0.8 * longest
         and longest >= 50

@@ -5,13 +5,11 @@ the right splitter is chosen and the stories name the newsletter, not the person
 
 from __future__ import annotations
 
-import contextlib
 import re
 from dataclasses import replace
-from email.utils import getaddresses, parsedate_to_datetime
 
 from app.mail.blocks import Block
-from app.mail.message import NewsletterEmail, clean_header
+from app.mail.message import NewsletterEmail, clean_header, parse_address, parse_date
 
 _MARKER_RE = re.compile(
     r"^\W*(-{3,}\s*forwarded message\s*-{3,}|begin forwarded message:?|-{3,}\s*original message\s*-{3,})\W*$",
@@ -35,14 +33,12 @@ def unwrap_inline_forward(email: NewsletterEmail, blocks: list[Block]) -> tuple[
         index += 1
     if "from" not in fields:
         return email, blocks
-    name, address = getaddresses([fields["from"]])[0]
-    date = email.date
+    name, address = parse_address(fields["from"])
     # Gmail writes "Tue, Mar 3, 2026 at 6:12 AM", not RFC 5322: then the outer date stays.
-    with contextlib.suppress(TypeError, ValueError, IndexError):
-        date = parsedate_to_datetime(fields.get("date") or fields.get("sent") or "") or date
+    date = parse_date(fields.get("date") or fields.get("sent") or "") or email.date
     original = replace(
         email,
-        sender=address.lower() or email.sender,
+        sender=address or email.sender,
         sender_name=name or email.sender_name,
         subject=fields.get("subject") or re.sub(r"^\s*(fwd?|fw)\s*:\s*", "", email.subject, flags=re.I),
         date=date,

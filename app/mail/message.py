@@ -82,8 +82,8 @@ def _message_id(message: Message) -> str | None:
     return value or None
 
 
-def _sender(message: Message) -> tuple[str, str]:
-    value = _header(message, "From")
+def parse_address(value: str) -> tuple[str, str]:
+    """(display name, address in lower case) of a From value; ("", "") when there is none."""
     try:
         name, address = getaddresses([value])[0]
     except (IndexError, ValueError):
@@ -91,8 +91,8 @@ def _sender(message: Message) -> tuple[str, str]:
     return clean_header(name, 200), clean_header(address, 320).lower()
 
 
-def _date(message: Message) -> datetime | None:
-    value = _header(message, "Date")
+def parse_date(value: str) -> datetime | None:
+    """An RFC 5322 date in UTC; None when it is missing or not one (Gmail's forward header, say)."""
     if not value:
         return None
     try:
@@ -100,6 +100,14 @@ def _date(message: Message) -> datetime | None:
     except (TypeError, ValueError, IndexError):
         return None
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def _sender(message: Message) -> tuple[str, str]:
+    return parse_address(_header(message, "From"))
+
+
+def _date(message: Message) -> datetime | None:
+    return parse_date(_header(message, "Date"))
 
 
 def _list_id(message: Message) -> str | None:

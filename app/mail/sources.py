@@ -18,9 +18,10 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
+
+from app.mail.message import parse_date
 
 IMAP_PASSWORD_ENV = "ENHANCER_IMAP_PASSWORD"
 
@@ -53,8 +54,8 @@ def _message_date(raw: bytes) -> date | None:
     head = raw[:16384].split(b"\n\n", 1)[0].split(b"\r\n\r\n", 1)[0]
     for line in head.splitlines():
         if line[:5].lower() == b"date:":
-            with contextlib.suppress(TypeError, ValueError, IndexError):
-                return parsedate_to_datetime(line[5:].decode("ascii", "replace").strip()).date()
+            parsed = parse_date(line[5:].decode("ascii", "replace").strip())
+            return parsed.date() if parsed else None
     return None
 
 
