@@ -81,31 +81,6 @@ class SubmittedJob:
     created: bool
 
 
-def submit_items(
-    session: Session, *, items: Sequence[EnhanceItem], idempotency_key: str | None = None
-) -> list[SubmittedJob]:
-    """Persist items and their jobs. A re-sent item (same message_id and content) maps to its job."""
-    submitted: list[SubmittedJob] = []
-    for item in items:
-        existing = find_item(session, message_id=item.message_id, content_hash=content_sha256(item.content))
-        if existing is not None:
-            job = latest_job_for_item(session, item_id=existing.id)
-            if job is not None:
-                submitted.append(SubmittedJob(job, created=False))
-                continue
-            row = existing
-        else:
-            row = create_item(session, item=item)
-        job = Job(id=new_id(), item_id=row.id, status=JobStatus.queued, idempotency_key=idempotency_key)
-        session.add(job)
-        submitted.append(SubmittedJob(job, created=True))
-    session.flush()
-    return submitted
-
-
-# E-mails ------------------------------------------------------------------------------------
-
-
 @dataclass(frozen=True)
 class StoryPlacement:
     """Where a story sat in its e-mail; sponsored stories are stored, never enhanced."""
@@ -122,6 +97,46 @@ class SubmittedStory:
     created: bool  # a job was created by this submission
 
 
+def submit_items(
+    session: Session, *, items: Sequence[EnhanceItem], idempotency_key: str | None = None
+) -> list[SubmittedJob]:
+    """Persist items and their jobs. A re-sent item (same message_id and content) maps to its job."""
+    submitted = [_submit_item(session, item, idempotency_key=idempotency_key) for item in items]
+    session.flush()
+    return [SubmittedJob(s.job, s.created) for s in submitted if s.job is not None]
+
+
+def _submit_item(
+    session: Session,
+    item: EnhanceItem,
+    *,
+    idempotency_key: str | None = None,
+    email_id: str | None = None,
+    placement: StoryPlacement | None = None,
+) -> SubmittedStory:
+    """One item and its job; an item stored before maps to its latest job. A story placed as
+    sponsored in its e-mail is stored without a job (and maps to none when it comes again)."""
+    existing = find_item(session, message_id=item.message_id, content_hash=content_sha256(item.content))
+    if existing is not None:
+        job = latest_job_for_item(session, item_id=existing.id)
+        if job is not None or (placement is not None and existing.sponsored):
+            return SubmittedStory(existing, job, created=False)
+        row = existing
+    else:
+        row = create_item(session, item=item)
+        if placement is not None:
+            row.email_id, row.section = email_id, placement.section
+            row.position, row.sponsored = placement.position, placement.sponsored
+    if placement is not None and placement.sponsored:
+        return SubmittedStory(row, None, created=False)
+    job = Job(id=new_id(), item_id=row.id, status=JobStatus.queued, idempotency_key=idempotency_key)
+    session.add(job)
+    return SubmittedStory(row, job, created=True)
+
+
+# E-mails ------------------------------------------------------------------------------------
+
+
 def find_email(session: Session, *, dedup_key: str) -> Email | None:
     return session.scalars(select(Email).where(Email.dedup_key == dedup_key)).first()
 
@@ -131,11 +146,7 @@ def get_email(session: Session, *, email_id: str) -> Email | None:
 
 
 def submit_email(
-    session: Session,
-    *,
-    email: Email,
-    stories: Sequence[tuple[EnhanceItem, StoryPlacement]],
-    idempotency_key: str | None = None,
+    session: Session, *, email: Email, stories: Sequence[tuple[EnhanceItem, StoryPlacement]]
 ) -> list[SubmittedStory]:
     """Persist an e-mail, its stories as items, and a job per story that is not sponsored.
 
@@ -143,25 +154,9 @@ def submit_email(
     through /v1/enhance before) maps to its item and job instead of a new one."""
     email.id = email.id or new_id()  # the items point at it before the flush
     session.add(email)
-    submitted: list[SubmittedStory] = []
-    for item, placement in stories:
-        existing = find_item(session, message_id=item.message_id, content_hash=content_sha256(item.content))
-        if existing is not None:
-            job = latest_job_for_item(session, item_id=existing.id)
-            if job is not None or existing.sponsored:
-                submitted.append(SubmittedStory(existing, job, created=False))
-                continue
-            row = existing
-        else:
-            row = create_item(session, item=item)
-            row.email_id, row.section = email.id, placement.section
-            row.position, row.sponsored = placement.position, placement.sponsored
-        if placement.sponsored:
-            submitted.append(SubmittedStory(row, None, created=False))
-            continue
-        job = Job(id=new_id(), item_id=row.id, status=JobStatus.queued, idempotency_key=idempotency_key)
-        session.add(job)
-        submitted.append(SubmittedStory(row, job, created=True))
+    submitted = [
+        _submit_item(session, item, email_id=email.id, placement=placement) for item, placement in stories
+    ]
     session.flush()
     return submitted
 
