@@ -78,6 +78,7 @@ class _Draft:
     title: Block
     section: str | None
     sponsor_label: bool
+    list_story: bool = False  # the title is a list item "[Title](url) - text": the whole story
     body: list[Block] = field(default_factory=list)
 
 
@@ -199,7 +200,8 @@ class Splitter:
     def split(self, email: NewsletterEmail, blocks: list[Block]) -> list[Story]:
         kept = self.content_blocks(email, blocks)
         layout = self.layout(kept)
-        titles = [self.is_title(block, layout) or self.is_list_story(block) for block in kept]
+        list_stories = [self.is_list_story(block) for block in kept]
+        titles = [self.is_title(block, layout) or list_stories[i] for i, block in enumerate(kept)]
         drafts: list[_Draft] = []
         section: str | None = None
         sponsor_label = False
@@ -216,10 +218,10 @@ class Splitter:
                 section, sponsor_label, current = self.clean_headline(block.text) or section, False, None
                 continue
             if titles[index] or self.is_sponsor_label(block):
-                current = _Draft(block, section, sponsor_label)
+                current = _Draft(block, section, sponsor_label, list_stories[index])
                 sponsor_label = False
                 drafts.append(current)
-                if self.is_list_story(block):
+                if current.list_story:
                     current = None  # a list story is one line; the next line is not its text
                 continue
             if current is not None and (block.links or any(c.isalnum() for c in block.text)):
@@ -254,7 +256,7 @@ class Splitter:
         title = draft.title
         headline = title.text
         body = list(draft.body)
-        if self.is_list_story(title):  # "**[Title](url)** - what it is": the link text is the headline
+        if draft.list_story:  # "**[Title](url)** - what it is": the link text is the headline
             first = next(run for run in title.runs if any(c.isalnum() for c in run.text))
             headline = next(text for text, href in title.links if href == first.href and text)
             rest = title.text[title.text.find(headline) + len(headline) :].lstrip(" -–—:|")
