@@ -224,7 +224,7 @@ def ingest(
     return 1 if summary.failures else 0
 
 
-def _api_key(args: argparse.Namespace) -> str:
+def _api_key() -> str:
     key = os.environ.get("ENHANCER_API_KEY")
     if key:
         return key
@@ -253,7 +253,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             migrate_data_dir()
             delivery: HttpDelivery | LocalDelivery = LocalDelivery()
         else:
-            delivery = HttpDelivery(args.url, _api_key(args))
+            delivery = HttpDelivery(args.url, _api_key())
     except SourceError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
