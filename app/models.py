@@ -1,4 +1,5 @@
-"""SQLAlchemy models: e-mails, items, jobs, records, model versions, worker heartbeats."""
+"""SQLAlchemy models: e-mails, items, jobs, records, model versions, worker heartbeats, and the
+knowledge layer over the records (stories, topics, feeds, webhooks)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,18 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -118,6 +130,14 @@ class Record(Base):
     reviewed: Mapped[bool] = mapped_column(Boolean, default=False)
     corrected_data: Mapped[dict[str, Any] | None] = mapped_column()
     reviewed_at: Mapped[datetime | None] = mapped_column()
+    # The knowledge layer (app/knowledge): the worker indexes a record after storing it. A record
+    # with no indexed_at is picked up again by housekeeping, so a crash in between loses nothing.
+    story_id: Mapped[str | None] = mapped_column(ForeignKey("stories.id"), index=True)
+    # A person put this record in its story (split out, or merged): grouping never moves it again.
+    story_pinned: Mapped[bool] = mapped_column(Boolean, default=False)
+    # all-MiniLM-L6-v2 of headline + summary: 384 float32, unit length (app/knowledge/embeddings.py).
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
+    indexed_at: Mapped[datetime | None] = mapped_column(index=True)
 
     item: Mapped[Item] = relationship(lazy="joined")
 
@@ -166,3 +186,106 @@ class ReviewSession(Base):
     token_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class Story(Base):
+    """One event as several newsletters told it: the records that point here (records.story_id)."""
+
+    __tablename__ = "stories"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    title: Mapped[str] = mapped_column(Text)
+    # The canonical link its records share, when they share one (the first grouping rule).
+    canonical_link: Mapped[str | None] = mapped_column(Text)
+    first_date: Mapped[datetime] = mapped_column(index=True)
+    last_date: Mapped[datetime] = mapped_column(index=True)
+    record_count: Mapped[int] = mapped_column(Integer, default=0)
+    max_relevance: Mapped[int | None] = mapped_column(Integer)
+    # Set when a person merged this story into another: its old URL leads there.
+    merged_into_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class Topic(Base):
+    """A vocabulary entry: generated key_topics map onto these (app/knowledge/topics.py)."""
+
+    __tablename__ = "topics"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(100))
+    key: Mapped[str] = mapped_column(String(100), unique=True)
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TopicAlias(Base):
+    """A normalised spelling that maps to a topic: every raw topic seen, and names before a rename."""
+
+    __tablename__ = "topic_aliases"
+
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    topic_id: Mapped[str] = mapped_column(ForeignKey("topics.id", ondelete="CASCADE"), index=True)
+
+
+class RecordTopic(Base):
+    """A record's canonical topics, in the order the model gave them."""
+
+    __tablename__ = "record_topics"
+
+    record_id: Mapped[str] = mapped_column(ForeignKey("records.id", ondelete="CASCADE"), primary_key=True)
+    topic_id: Mapped[str] = mapped_column(
+        ForeignKey("topics.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    position: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class FeedToken(Base):
+    """An Atom feed's reader: the token in its URL reads that one feed and nothing else."""
+
+    __tablename__ = "feed_tokens"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200))
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    filters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column()
+
+
+class Webhook(Base):
+    __tablename__ = "webhooks"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    url: Mapped[str] = mapped_column(Text)
+    events: Mapped[list[str]] = mapped_column()
+    # Standard Webhooks signing secret ("whsec_" + base64): the receiver holds the same one.
+    secret: Mapped[str] = mapped_column(String(100))
+    description: Mapped[str | None] = mapped_column(String(500))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DeliveryStatus(StrEnum):
+    pending = "pending"
+    succeeded = "succeeded"
+    failed = "failed"
+
+
+class WebhookDelivery(Base):
+    """One event for one webhook: the source of truth for its retries (the broker only carries it)."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_status_next", "status", "next_attempt_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    webhook_id: Mapped[str] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"), index=True)
+    event_type: Mapped[str] = mapped_column(String(50))
+    payload: Mapped[dict[str, Any]] = mapped_column()
+    status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.pending)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column()
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column()

@@ -100,7 +100,7 @@ def test_percentile_and_consistency() -> None:
 
 
 def test_minilm_cosine_and_bertscore() -> None:
-    from training.evaluation.embeddings import get_minilm
+    from app.knowledge.embeddings import get_minilm
 
     minilm = get_minilm()
     sentence = "OpenAI and Broadcom will build custom AI accelerator chips."

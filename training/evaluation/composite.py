@@ -44,7 +44,7 @@ def upstream_reply(metadata: dict[str, Any]) -> str:
 
 def composite_scores(items: list[EvalItem], predictions: list[Any]) -> dict[str, Any]:
     """Composite and its parts over the items that have a reference reply."""
-    from training.evaluation.embeddings import get_minilm
+    from app.knowledge.embeddings import get_minilm
 
     pairs = [(item.reference, p) for item, p in zip(items, predictions, strict=True) if item.reference]
     if not pairs:

@@ -201,7 +201,7 @@ def _field(prediction: Prediction, name: str) -> Any:
 
 def score(items: list[EvalItem], runs: list[list[Prediction]]) -> dict[str, Any]:
     """All label metrics from the first run; consistency and latency from all runs."""
-    from training.evaluation.embeddings import get_minilm
+    from app.knowledge.embeddings import get_minilm
 
     first = runs[0]
     n = len(items)

