@@ -97,6 +97,7 @@ def save_correction(session: Session, *, record: Record, metadata: GeneratedMeta
     record.corrected_data = metadata.model_dump(mode="json")
     record.reviewed = True
     record.reviewed_at = utcnow()
+    record.indexed_at = None  # topics, story and search follow the correction (the worker re-indexes)
     session.flush()
     return record
 
@@ -105,5 +106,6 @@ def clear_correction(session: Session, *, record: Record) -> Record:
     record.corrected_data = None
     record.reviewed = False
     record.reviewed_at = None
+    record.indexed_at = None
     session.flush()
     return record

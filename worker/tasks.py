@@ -12,6 +12,7 @@ from app.crud import claim_jobs, finish_job_failed, finish_job_succeeded
 from app.models import new_id
 from worker import housekeeping, state
 from worker.celery_app import TASK_ENHANCE, celery_app, enqueue_jobs
+from worker.indexing import index_records
 from worker.leases import LeaseKeeper
 from worker.pipeline import EnhanceOutcome, ItemInput, enhance_items
 from worker.stats import WORKER_STATS
@@ -75,6 +76,7 @@ def enhance_jobs(job_ids: list[str]) -> dict[str, int]:
     if not model_failure:
         WORKER_STATS.batch_done(outcomes, elapsed)
     succeeded = 0
+    stored: list[str] = []
     for (job_id, attempt, item, _), outcome in zip(claimed, outcomes, strict=True):
         with session_scope() as session:
             if outcome.metadata is not None:
@@ -87,7 +89,9 @@ def enhance_jobs(job_ids: list[str]) -> dict[str, int]:
                     model_version_id=version_id,
                     generation_seconds=outcome.seconds,
                 )
-                succeeded += record is not None
+                if record is not None:
+                    succeeded += 1
+                    stored.append(record.id)
                 log.info(
                     "job %s succeeded in %.2f s (%d tokens, %d decoding attempt(s))",
                     job_id,
@@ -105,4 +109,5 @@ def enhance_jobs(job_ids: list[str]) -> dict[str, int]:
         else:
             log.info("job %s failed: %s", job_id, outcome.error)
     state.count_jobs_done(succeeded)
+    index_records(stored)  # after the jobs are closed: a client polling sees its record at once
     return {"claimed": len(claimed), "succeeded": succeeded}

@@ -28,6 +28,8 @@ from app.corrections import (
     validate_correction,
 )
 from app.crud import get_record
+from app.knowledge.story_query import get_story_view
+from app.models import Record
 from app.record_query import RecordFilter, RecordRow, distinct_sources, get_row, page_records
 
 PAGE_SIZE = 25
@@ -131,8 +133,12 @@ def _render_record(
     source_text = row.content or ""
     if row.has_html:
         source_text = html_to_text(source_text, is_html=True)
+    with read_session_scope() as session:
+        record = session.get(Record, row.id)
+        story = get_story_view(session, story_id=record.story_id) if record and record.story_id else None
     context = {
         "row": row,
+        "story": story,
         "values": values,
         "errors": errors or {},
         "source_text": source_text,

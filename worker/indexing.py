@@ -1,0 +1,63 @@
+"""The worker indexes the records it stores (app/knowledge/indexer.py): after each batch, and the
+backlog a crash or a correction left, on the housekeeping timer.
+
+The embedder (all-MiniLM-L6-v2, 90 MB) loads once per worker process, on the first record.
+Indexing never fails a job: the record is stored first, and one that cannot be indexed now is
+tried again by the next pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import timedelta
+
+from app.core import broker
+from app.core.db import session_scope
+from app.knowledge.embeddings import MiniLM, get_minilm
+from app.knowledge.indexer import index_record, pending_records
+from app.models import Record
+
+log = logging.getLogger("worker.index")
+_lock = threading.Lock()  # the housekeeping thread and the task may index at once
+BACKLOG_AFTER = timedelta(seconds=30)  # a record this old and still unindexed was missed
+
+
+def embedder() -> MiniLM:
+    with _lock:
+        return get_minilm()
+
+
+def index_records(record_ids: list[str]) -> int:
+    """Index each record in its own transaction; returns how many were indexed."""
+    done = 0
+    for record_id in record_ids:
+        started = time.perf_counter()
+        try:
+            model = embedder()
+            with _lock, session_scope() as session:
+                record = session.get(Record, record_id)
+                if record is None:
+                    continue
+                indexed = index_record(session, record=record, embedder=model)
+        except Exception:
+            log.warning("record %s not indexed yet; the next pass tries again", record_id, exc_info=True)
+            continue
+        done += 1
+        log.info(
+            "record %s indexed in %.0f ms (story %s%s)",
+            record_id,
+            (time.perf_counter() - started) * 1000,
+            indexed.story_id,
+            ", joined" if indexed.story_changed else "",
+        )
+        if indexed.delivery_ids:
+            broker.enqueue_deliveries(indexed.delivery_ids)
+    return done
+
+
+def index_backlog(limit: int = 100) -> int:
+    with session_scope() as session:
+        record_ids = pending_records(session, older_than=BACKLOG_AFTER, limit=limit)
+    return index_records(record_ids) if record_ids else 0
