@@ -18,7 +18,7 @@ from app import __version__
 from app.api.deps import ApiKeyDep, ReviewKeyDep, close_submission_writer, open_submission_writer
 from app.api.limits import JSON_TOO_DEEP, BodySizeLimit
 from app.api.metrics import install_metrics
-from app.api.routes import corrections, emails, enhance, export, health, jobs, records
+from app.api.routes import corrections, emails, enhance, export, health, jobs, records, webhooks
 from app.api.security_headers import SecurityHeaders
 from app.core.config import get_settings
 from app.core.migrate import upgrade_database
@@ -104,6 +104,7 @@ def create_app(*, migrate: bool = True) -> FastAPI:
     v1.include_router(records.router)
     v1.include_router(corrections.router)
     v1.include_router(export.router)
+    v1.include_router(webhooks.router)
     app.include_router(v1)
     app.include_router(enhance.alias_router, dependencies=[ApiKeyDep])
     app.include_router(health.router)

@@ -7,9 +7,10 @@ fold's predicted and labelled topics are then mapped onto it (new entries as nee
 does) and compared as canonical entries. Without the vocabulary, topics match as strings, case
 aside (the evaluation's exact F1).
 
-    enhancer eval --model smollm2-135m-newsletter --data ../shared/data/seed/annotated_train.jsonl \
-        --repeats 1 --predictions /tmp/predictions.json
-    python bench/topic_vocabulary.py --predictions /tmp/predictions.json
+    python bench/cv_fold.py --base-model data/models/smollm2-135m-instruct --folds-to-run 0,1,2,3 \
+        --from-manifest training/adapters/smollm2-135m-newsletter/manifest.json \
+        --predictions /tmp/cv_predictions.jsonl        # the shipped recipe's held-out predictions
+    python bench/topic_vocabulary.py --predictions /tmp/cv_predictions.jsonl
 
 The thresholds (app/knowledge/topics.py MATCHING) are not tuned here; --sweep shows how the
 result moves with the cosine threshold.
@@ -63,21 +64,39 @@ def f1(pairs: list[tuple[set[str], set[str]]]) -> dict[str, float]:
     return {"precision": round(precision, 3), "recall": round(recall, 3), "f1": round(score, 3)}
 
 
+def load_rows(predictions: Path, data: Path | None) -> list[tuple[list[str], list[str]]]:
+    """(predicted, labelled) topics per item, from either kind of predictions file: the JSON of
+    `enhancer eval --predictions` (matched to the seed labels by item key), or the JSONL of
+    `bench/cv_fold.py --predictions` (held-out folds; gold and prediction on each line)."""
+    text = predictions.read_text(encoding="utf-8")
+    if text.lstrip().startswith("{") and '"predictions"' in text[:200_000]:
+        report = json.loads(text)
+        predicted = {
+            p["key"]: (p.get("metadata") or {}).get("key_topics") or [] for p in report["predictions"]
+        }
+        items = [item for item in load_eval_items(data or seed_file()) if item.gold.key_topics]
+        return [(list(predicted[i.key]), list(i.gold.key_topics or [])) for i in items if i.key in predicted]
+    lines = [json.loads(line) for line in text.splitlines() if line.strip()]
+    return [
+        (list(r.get("key_topics") or []), list(r["gold_key_topics"]))
+        for r in lines
+        if r.get("gold_key_topics")
+    ]
+
+
 def main() -> None:
     raw = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=raw)
-    parser.add_argument("--predictions", type=Path, required=True, help="enhancer eval --predictions output")
+    parser.add_argument(
+        "--predictions",
+        type=Path,
+        required=True,
+        help="enhancer eval or bench/cv_fold.py --predictions output",
+    )
     parser.add_argument("--data", type=Path, default=None, help="labelled seed rows (default: the seed file)")
     parser.add_argument("--sweep", action="store_true")
     args = parser.parse_args()
-    items = [item for item in load_eval_items(args.data or seed_file()) if item.gold.key_topics]
-    report = json.loads(args.predictions.read_text(encoding="utf-8"))
-    predicted = {p["key"]: (p.get("metadata") or {}).get("key_topics") or [] for p in report["predictions"]}
-    rows = [
-        (list(predicted[item.key]), list(item.gold.key_topics or []))
-        for item in items
-        if item.key in predicted
-    ]
+    rows = load_rows(args.predictions, args.data)
     names = sorted({display_name(t) for pred, gold in rows for t in [*pred, *gold]})
     vectors = dict(zip(names, get_minilm().vectors(names), strict=True))
     print(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import jsonschema
 import pytest
@@ -62,6 +63,17 @@ def test_items_become_valid_records(
         page = client.get("/v1/records", params={"source": items[0]["source"], "limit": 2}).json()
         assert page["total"] >= 1 and len(page["items"]) <= 2
         assert client.get("/readyz").status_code == 200
+        # The worker indexes each record after storing it: every record lands in exactly one story.
+        record_ids = {job["record_url"].rsplit("/", 1)[1] for job in jobs}
+        deadline = time.monotonic() + 60
+        while True:
+            stories = client.get("/v1/stories", params={"limit": 100}).json()["items"]
+            in_stories = [r["id"] for story in stories for r in story["records"]]
+            if set(in_stories) >= record_ids or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        assert sorted(in_stories) == sorted(record_ids), stories
+        assert client.get("/v1/topics").json()["items"], "the records' topics are in the vocabulary"
 
 
 def test_failing_model_ends_in_failed_job_with_reason(

@@ -9,14 +9,20 @@ from datetime import timedelta
 
 from celery.signals import worker_ready, worker_shutdown
 
+from app.core.broker import enqueue_deliveries
 from app.core.config import get_settings
-from app.core.db import session_scope
+from app.core.db import read_session_scope, session_scope
 from app.crud import reconcile_jobs, record_heartbeat
+from app.knowledge.webhooks import due_deliveries
+from app.models import utcnow
 from worker import state
 from worker.celery_app import enqueue_jobs
 from worker.stats import WORKER_STATS
 
 log = logging.getLogger("worker.jobs")
+# A webhook delivery this far past its next attempt lost its broker message (or its worker).
+DELIVERY_OVERDUE_SECONDS = 5.0
+DELIVERY_RESEND_LIMIT = 500
 
 
 def reconcile_once() -> dict[str, int]:
@@ -32,7 +38,13 @@ def reconcile_once() -> dict[str, int]:
     if requeue:
         log.info("reconciler re-sent %d job(s)", len(requeue))
         enqueue_jobs(requeue)
-    return {"requeued": len(requeue), "failed": len(failed)}
+    with read_session_scope() as session:
+        overdue = utcnow() - timedelta(seconds=DELIVERY_OVERDUE_SECONDS)
+        deliveries = due_deliveries(session, now=overdue, limit=DELIVERY_RESEND_LIMIT)
+    if deliveries:
+        log.info("reconciler re-sent %d webhook delivery(ies)", len(deliveries))
+        enqueue_deliveries(deliveries)
+    return {"requeued": len(requeue), "failed": len(failed), "deliveries": len(deliveries)}
 
 
 class Housekeeper(threading.Thread):

@@ -13,10 +13,12 @@ import threading
 import time
 from datetime import timedelta
 
+from sqlalchemy.exc import IntegrityError
+
 from app.core import broker
 from app.core.db import session_scope
 from app.knowledge.embeddings import MiniLM, get_minilm
-from app.knowledge.indexer import index_record, pending_records
+from app.knowledge.indexer import Indexed, index_record, pending_records
 from app.models import Record
 
 log = logging.getLogger("worker.index")
@@ -29,18 +31,29 @@ def embedder() -> MiniLM:
         return get_minilm()
 
 
+def _index_one(record_id: str, attempts: int = 3) -> Indexed | None:
+    model = embedder()
+    for attempt in range(1, attempts + 1):
+        try:
+            with _lock, session_scope() as session:
+                record = session.get(Record, record_id)
+                return None if record is None else index_record(session, record=record, embedder=model)
+        except IntegrityError:
+            # Another worker added the same new topic (or story row) first: look again with theirs.
+            if attempt == attempts:
+                raise
+    return None
+
+
 def index_records(record_ids: list[str]) -> int:
     """Index each record in its own transaction; returns how many were indexed."""
     done = 0
     for record_id in record_ids:
         started = time.perf_counter()
         try:
-            model = embedder()
-            with _lock, session_scope() as session:
-                record = session.get(Record, record_id)
-                if record is None:
-                    continue
-                indexed = index_record(session, record=record, embedder=model)
+            indexed = _index_one(record_id)
+            if indexed is None:
+                continue
         except Exception:
             log.warning("record %s not indexed yet; the next pass tries again", record_id, exc_info=True)
             continue

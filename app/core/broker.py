@@ -16,6 +16,9 @@ from kombu import Queue
 from app.core.config import get_settings
 
 TASK_ENHANCE = "worker.tasks.enhance_jobs"
+TASK_DELIVER_WEBHOOKS = "worker.webhook_tasks.deliver_webhooks"
+# Webhook deliveries per message: one slow receiver (its timeout per delivery) holds up only these.
+DELIVERY_BATCH = 10
 QUEUE = "enhance"
 
 
@@ -30,7 +33,7 @@ def make_celery(broker_url: str | None = None) -> Celery:
     settings = get_settings()
     settings.ensure_dirs()
     broker_url = broker_url or settings.celery_broker_url
-    app = Celery("enhancer", broker=broker_url, include=["worker.tasks"])
+    app = Celery("enhancer", broker=broker_url, include=["worker.tasks", "worker.webhook_tasks"])
     app.conf.update(
         task_default_queue=QUEUE,
         task_acks_late=True,
@@ -105,6 +108,24 @@ def enqueue_jobs(job_ids: list[str], *, countdown: float | None = None) -> bool:
 
         logging.getLogger(__name__).warning(
             "broker unreachable; %d job(s) wait for the reconciler", len(job_ids)
+        )
+        return False
+    return True
+
+
+def enqueue_deliveries(delivery_ids: list[str], *, countdown: float | None = None) -> bool:
+    """Send webhook delivery ids to the broker. False when it is unreachable: the reconciler re-sends."""
+    if not delivery_ids:
+        return True
+    settings = get_settings()
+    try:
+        producer = _producer(settings.celery_broker_url)
+        for start in range(0, len(delivery_ids), DELIVERY_BATCH):
+            chunk = delivery_ids[start : start + DELIVERY_BATCH]
+            producer.send_task(TASK_DELIVER_WEBHOOKS, args=[chunk], countdown=countdown, retry=False)
+    except Exception:  # broker down: deliveries stay pending in the database and are not lost
+        logging.getLogger(__name__).warning(
+            "broker unreachable; %d webhook delivery(ies) wait for the reconciler", len(delivery_ids)
         )
         return False
     return True

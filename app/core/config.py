@@ -85,6 +85,20 @@ class Settings(BaseSettings):
     idempotency_ttl_hours: float = Field(
         default=24.0, gt=0, validation_alias="ENHANCER_IDEMPOTENCY_TTL_HOURS"
     )
+    # Webhooks (app/knowledge/webhooks.py, docs/api.md#webhooks): a failed delivery is tried again
+    # after base * 2^(attempt-1) seconds (capped, +-10% jitter), until it has had max_attempts tries.
+    webhook_max_attempts: int = Field(
+        default=8, ge=1, le=100, validation_alias="ENHANCER_WEBHOOK_MAX_ATTEMPTS"
+    )
+    webhook_retry_base_seconds: float = Field(
+        default=5.0, gt=0, validation_alias="ENHANCER_WEBHOOK_RETRY_SECONDS"
+    )
+    webhook_retry_max_seconds: float = Field(
+        default=3600.0, gt=0, validation_alias="ENHANCER_WEBHOOK_RETRY_MAX_SECONDS"
+    )
+    webhook_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=300, validation_alias="ENHANCER_WEBHOOK_TIMEOUT_SECONDS"
+    )
 
     @field_validator("data_dir", mode="after")
     @classmethod
