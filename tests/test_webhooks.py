@@ -275,7 +275,10 @@ def test_unknown_webhooks_are_404_and_every_route_needs_the_key(sqlite_client: T
     )
 
 
-def test_deliveries_are_listed_newest_first_in_pages_and_go_with_their_webhook(client: TestClient) -> None:
+def test_deliveries_are_listed_newest_first_in_pages_and_go_with_their_webhook(
+    sqlite_client: TestClient,
+) -> None:
+    client = sqlite_client
     hook = _create(client, "https://example.com/x")
     ids = [_queue("record.created", {**RECORD, "id": f"rec{n}"}, send=False)[0] for n in range(3)]
     first = client.get(f"/v1/webhooks/{hook['id']}/deliveries", params={"limit": 2}).json()
