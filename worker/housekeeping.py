@@ -17,6 +17,7 @@ from app.knowledge.webhooks import due_deliveries
 from app.models import utcnow
 from worker import state
 from worker.celery_app import enqueue_jobs
+from worker.indexing import index_backlog
 from worker.stats import WORKER_STATS
 
 log = logging.getLogger("worker.jobs")
@@ -70,6 +71,7 @@ class Housekeeper(threading.Thread):
                 if time.monotonic() - last_reconcile >= settings.reconcile_interval_seconds:
                     last_reconcile = time.monotonic()
                     reconcile_once()
+                    index_backlog()
             except Exception:  # the database may be briefly locked or down; try again next tick
                 log.warning("housekeeping failed", exc_info=True)
             self.stopped.wait(settings.worker_heartbeat_seconds)
