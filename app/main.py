@@ -18,11 +18,26 @@ from app import __version__
 from app.api.deps import ApiKeyDep, ReviewKeyDep, close_submission_writer, open_submission_writer
 from app.api.limits import JSON_TOO_DEEP, BodySizeLimit
 from app.api.metrics import install_metrics
-from app.api.routes import corrections, emails, enhance, export, health, jobs, records, webhooks
+from app.api.routes import (
+    corrections,
+    digests,
+    emails,
+    enhance,
+    export,
+    feeds,
+    health,
+    jobs,
+    records,
+    search,
+    stories,
+    topics,
+    webhooks,
+)
 from app.api.security_headers import SecurityHeaders
 from app.core.config import get_settings
 from app.core.migrate import upgrade_database
 from app.core.security import ensure_api_key
+from app.web.knowledge import router as review_knowledge_router
 from app.web.routes import router as review_router
 from app.web.signin import router as signin_router
 
@@ -104,12 +119,19 @@ def create_app(*, migrate: bool = True) -> FastAPI:
     v1.include_router(records.router)
     v1.include_router(corrections.router)
     v1.include_router(export.router)
+    v1.include_router(search.router)
+    v1.include_router(stories.router)
+    v1.include_router(topics.router)
     v1.include_router(webhooks.router)
+    v1.include_router(digests.router)
+    v1.include_router(feeds.router)
+    app.include_router(feeds.atom_router)  # no API key: the feed token in its URL is the credential
     app.include_router(v1)
     app.include_router(enhance.alias_router, dependencies=[ApiKeyDep])
     app.include_router(health.router)
     app.include_router(signin_router)  # before the review pages: /review/login needs no session
     app.include_router(review_router, dependencies=[ReviewKeyDep])
+    app.include_router(review_knowledge_router, dependencies=[ReviewKeyDep])
     app.add_middleware(  # inside metrics: 413s counted
         BodySizeLimit,
         max_bytes=settings.max_body_bytes,

@@ -51,11 +51,15 @@ def client(service_env) -> Iterator[TestClient]:
 # API keys -----------------------------------------------------------------------------------
 
 
+# The Atom feed: RSS readers cannot send headers, so its per-feed token (tests/test_feeds.py) is the key.
+KEYLESS_V1 = {"/v1/feeds/stories.atom"}
+
+
 def _v1_routes() -> list[tuple[str, str]]:
     """Every /v1 operation in the spec (so routers added later are covered too), with dummy ids."""
     routes = []
     for path, operations in create_app().openapi()["paths"].items():
-        if path.startswith("/v1"):
+        if path.startswith("/v1") and path not in KEYLESS_V1:
             routes += [(method.upper(), re.sub(r"\{[^}]+\}", "x", path)) for method in operations]
     return routes
 

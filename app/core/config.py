@@ -11,6 +11,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.contract.request import MAX_BATCH_ITEMS, MAX_CONTENT_CHARS
 
+# NotebookLM's limits: sources per notebook on each plan, and words per source.
+NOTEBOOKLM_SOURCE_LIMITS = (50, 100, 300, 600)
+NOTEBOOKLM_MAX_SOURCES = 50
+NOTEBOOKLM_MAX_WORDS = 500_000
+
 
 def _default_data_dir() -> Path:
     return Path.cwd() / "data"
@@ -99,6 +104,22 @@ class Settings(BaseSettings):
     webhook_timeout_seconds: float = Field(
         default=10.0, gt=0, le=300, validation_alias="ENHANCER_WEBHOOK_TIMEOUT_SECONDS"
     )
+    # NotebookLM exports (app/export/notebooklm.py, docs/export.md): sources per notebook (the index
+    # file included; NotebookLM's plans allow 50, 100, 300 or 600) and words per source.
+    notebooklm_max_sources: int = Field(
+        default=NOTEBOOKLM_MAX_SOURCES, validation_alias="ENHANCER_NOTEBOOKLM_MAX_SOURCES"
+    )
+    notebooklm_max_words: int = Field(
+        default=NOTEBOOKLM_MAX_WORDS, ge=1000, validation_alias="ENHANCER_NOTEBOOKLM_MAX_WORDS"
+    )
+
+    @field_validator("notebooklm_max_sources")
+    @classmethod
+    def _notebooklm_plan(cls, value: int) -> int:
+        if value not in NOTEBOOKLM_SOURCE_LIMITS:
+            plans = ", ".join(map(str, NOTEBOOKLM_SOURCE_LIMITS))
+            raise ValueError(f"must be one of {plans} (NotebookLM's plans)")
+        return value
 
     @field_validator("data_dir", mode="after")
     @classmethod

@@ -1,4 +1,5 @@
-"""`enhancer export`: the API's export formats from the command line, plus `training`.
+"""`enhancer export`: the API's export formats from the command line, plus `training`;
+`enhancer digest`: a day's or a week's stories as Markdown, HTML or JSON.
 
 `--format training` writes reviewed corrections as the training JSONL `enhancer train` reads (one
 `training.data.record_rows.training_row` per corrected record). It lives only here: the app itself
@@ -13,7 +14,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -38,7 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="Export records: NotebookLM zip, Markdown, JSONL, CSV, or reviewed corrections for training.",
         description=(
             "Export enhanced records. notebooklm: a zip of Markdown sources within NotebookLM's limits "
-            "(50 sources, 500,000 words each); training: reviewed corrections as training JSONL "
+            "(ENHANCER_NOTEBOOKLM_MAX_SOURCES sources, default 50; ENHANCER_NOTEBOOKLM_MAX_WORDS words "
+            "each, default 500,000), every item by week and newsletter, or with --plan digest one "
+            "digest of stories per --period; training: reviewed corrections as training JSONL "
             "for `enhancer train`. Filters select by item date, source, topic and entity."
         ),
     )
@@ -58,6 +61,47 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     reviewed = command.add_mutually_exclusive_group()
     for flag, value in (("--reviewed", True), ("--unreviewed", False)):
         reviewed.add_argument(flag, dest="reviewed", action="store_const", const=value, help=flag[2:])
+    command.add_argument(
+        "--plan",
+        choices=("records", "digest"),
+        default="records",
+        help="notebooklm layout: every item by week and newsletter (records, default), or one digest "
+        "per period, each story once with its newsletters merged and every source link (digest)",
+    )
+    command.add_argument(
+        "--period", choices=("day", "week"), default="week", help="--plan digest: one source per day or week"
+    )
+    _register_digest(sub)
+
+
+def _day(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {value!r}") from None
+
+
+def _register_digest(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from app.knowledge.digests import DIGEST_FORMATS, PERIODS
+
+    command = sub.add_parser(
+        "digest",
+        help="A day's or a week's stories grouped by topic, as Markdown, HTML or JSON.",
+        description=(
+            "The digest of the stories that broke in a UTC day or an ISO week (Monday to Sunday): "
+            "grouped by topic, each story with its summary, its newsletters and every source link "
+            "(what GET /v1/digests answers)."
+        ),
+    )
+    command.set_defaults(handler=cmd_digest)
+    command.add_argument("--data-dir", help="data directory (default: $ENHANCER_DATA_DIR or ./data)")
+    command.add_argument("--period", choices=PERIODS, default="day")
+    command.add_argument("--date", type=_day, help="a day in the period, YYYY-MM-DD (default: today, UTC)")
+    command.add_argument("--format", choices=DIGEST_FORMATS, default="markdown")
+    command.add_argument("--output", "-o", help="file to write (default: standard output)")
+    command.add_argument("--topic", help="only stories with this canonical topic (or an alias of it)")
+    command.add_argument("--entity", help="only stories naming this entity")
+    command.add_argument("--min-relevance", type=int, help="only stories rated at least this (1-10)")
 
 
 @contextmanager
@@ -101,6 +145,34 @@ def iter_training_lines(filters: RecordFilter) -> Iterator[bytes]:
         yield (json.dumps(line, ensure_ascii=False) + "\n").encode("utf-8")
 
 
+def cmd_digest(args: argparse.Namespace) -> int:
+    from app.core.db import read_session_scope, use_data_dir
+    from app.core.migrate import migrate_data_dir
+    from app.knowledge.digests import build_digest, render
+    from app.knowledge.story_query import StoryFilter
+
+    use_data_dir(getattr(args, "data_dir", None))
+    migrate_data_dir()
+    try:
+        filters = StoryFilter(topic=args.topic, entity=args.entity, min_relevance=args.min_relevance)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    with read_session_scope() as session:
+        digest = build_digest(
+            session, period=args.period, date=args.date or datetime.now(UTC).date(), filters=filters
+        )
+    data = render(digest, args.format).encode("utf-8")
+    with _output(args.output) as handle:
+        handle.write(data)
+    if args.output not in (None, "-"):
+        print(
+            f"wrote {args.output} ({len(data):,} bytes, {digest.story_count} stories, {digest.period.label})",
+            file=sys.stderr,
+        )
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from app.core.db import use_data_dir
     from app.core.migrate import migrate_data_dir
@@ -122,8 +194,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         label = "training rows"
     else:
         try:
-            stream = open_export(args.format, filters)
-        except ExportTooLarge as error:
+            stream = open_export(args.format, filters, plan=args.plan, period=args.period)
+        except (ExportTooLarge, ValueError) as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
         chunks = stream.chunks

@@ -58,16 +58,32 @@ def open_export(
     *,
     limits: NotebookLimits | None = None,
     now: datetime | None = None,
+    plan: str = "records",
+    period: str = "week",
 ) -> ExportStream:
-    """Validate and plan an export; the returned stream reads records lazily, chunk by chunk."""
+    """Validate and plan an export; the returned stream reads records lazily, chunk by chunk.
+
+    NotebookLM's layout is `plan`: "records" (every item, by week and newsletter) or "digest" (one
+    source per `period`, day or week: its stories, each once; app/export/notebooklm_digests.py)."""
     if format not in FORMATS:
         raise UnknownFormat(format)
+    if plan not in ("records", "digest"):
+        raise ValueError(f"unknown plan {plan!r}; valid plans: records, digest (format=notebooklm)")
+    if plan == "digest" and format != "notebooklm":
+        raise ValueError("plan=digest is a NotebookLM layout: use it with format=notebooklm")
     now = now or datetime.now(UTC)
     media_type, extension = _MEDIA_TYPES[format]
     filename = f"newsletter-{format}-{now:%Y%m%d-%H%M%S}.{extension}"
+    if format == "notebooklm" and plan == "digest":
+        # Imported here: the digests import app.export.markdown, whose package imports this module.
+        from app.export.notebooklm_digests import iter_digest_zip, plan_digest_export
+
+        digest_plan = plan_digest_export(filters, limits, period=period, now=now)
+        filename = f"newsletter-notebooklm-digest-{period}-{now:%Y%m%d-%H%M%S}.zip"
+        return ExportStream(format, media_type, filename, iter_digest_zip(digest_plan))
     if format == "notebooklm":
-        plan = plan_export(filters, limits or NotebookLimits(), now=now)
-        return ExportStream(format, media_type, filename, iter_zip(plan))
+        layout = plan_export(filters, limits or NotebookLimits.from_settings(), now=now)
+        return ExportStream(format, media_type, filename, iter_zip(layout))
     if format == "markdown":
         preamble = f"Exported {now:%Y-%m-%d %H:%M} UTC by newsletter-enhancer. Filters: {filters.describe()}."
         document = render_document(

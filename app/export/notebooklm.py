@@ -1,7 +1,10 @@
 """NotebookLM export: a zip of Markdown sources that respects NotebookLM's limits.
 
-NotebookLM takes up to 50 sources per notebook (free tier), each up to 500,000 words. The export
-is planned before a byte is written, in two streaming passes over the records:
+NotebookLM takes up to 50 sources per notebook (free tier; 100, 300 or 600 on other plans), each
+up to 500,000 words: ENHANCER_NOTEBOOKLM_MAX_SOURCES and ENHANCER_NOTEBOOKLM_MAX_WORDS
+(`NotebookLimits.from_settings`). The export is planned before a byte is written, in two streaming
+passes over the records (the digest plan, one source per day or week of stories, is
+app/export/notebooklm_digests.py):
 
 1. measure: render every item once and count its words, per (week, source) *segment* (a group
    cut into pieces of at most `segment_words`, remembered by their first and last record key);
@@ -23,6 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 
+from app.core.config import NOTEBOOKLM_MAX_SOURCES, NOTEBOOKLM_MAX_WORDS, get_settings
 from app.export.markdown import (
     count_words,
     inline,
@@ -34,8 +38,6 @@ from app.export.markdown import (
 )
 from app.record_query import Key, RecordFilter, iter_records
 
-NOTEBOOKLM_MAX_SOURCES = 50
-NOTEBOOKLM_MAX_WORDS = 500_000
 INDEX_NAME = "00-index.md"
 
 
@@ -45,6 +47,12 @@ class NotebookLimits:
     max_words: int = NOTEBOOKLM_MAX_WORDS  # per file; files stay strictly below it
     headroom: float = 0.9  # plan files to this share of max_words
     segment_words: int = 25_000  # the unit of splitting and packing
+
+    @classmethod
+    def from_settings(cls) -> NotebookLimits:
+        """ENHANCER_NOTEBOOKLM_MAX_SOURCES and ENHANCER_NOTEBOOKLM_MAX_WORDS."""
+        settings = get_settings()
+        return cls(max_files=settings.notebooklm_max_sources, max_words=settings.notebooklm_max_words)
 
     def __post_init__(self) -> None:
         if self.max_files < 2:

@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, exists, or_, select
+from sqlalchemy import and_, exists, func, or_, select
 from sqlalchemy.orm import Session, joinedload
 
 from app.crud import as_utc
 from app.knowledge.stories import story_link
 from app.knowledge.topics import record_topic_names, topic_key
-from app.models import Record, RecordTopic, Story, TopicAlias
+from app.models import Item, Record, RecordTopic, Story, TopicAlias
 from app.record_query import HasTerm, effective_metadata
 
 
@@ -152,7 +152,7 @@ def story_views(session: Session, stories: list[Story]) -> list[StoryView]:
     records = list(
         session.scalars(
             select(Record)
-            .options(joinedload(Record.item))
+            .options(joinedload(Record.item).load_only(Item.email_id))  # not the item's text
             .where(Record.story_id.in_(ids))
             .order_by(Record.date, Record.id)
         ).unique()
@@ -216,7 +216,11 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 
 def _story_filters(query: Any, filters: StoryFilter) -> Any:
-    query = query.where(Story.record_count > 0, Story.merged_into_id.is_(None))
+    # Not `merged_into_id IS NULL`: without statistics SQLite reads that through
+    # ix_stories_merged_into_id, i.e. every story, then sorts, instead of walking the first_date
+    # index that the periods and pages need (a week's digest over 20,000 stories: 11 ms -> 1 ms; a
+    # topic feed's newest 50: 240 ms -> 22 ms; bench/digest_feed.py). The same rows.
+    query = query.where(Story.record_count > 0, func.coalesce(Story.merged_into_id, "") == "")
     if filters.since is not None:
         query = query.where(Story.last_date >= filters.since)
     if filters.until is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import StreamingResponse
@@ -37,12 +37,21 @@ def export_records(
     topic: Annotated[str | None, Query(max_length=200)] = None,
     entity: Annotated[str | None, Query(max_length=200)] = None,
     reviewed: Annotated[bool | None, Query(description="Only reviewed (true) or unreviewed (false)")] = None,
+    plan: Annotated[
+        Literal["records", "digest"],
+        Query(
+            description="notebooklm: every item by week and newsletter (records), or one digest per period"
+        ),
+    ] = "records",
+    period: Annotated[
+        Literal["day", "week"], Query(description="plan=digest: one source per day or per ISO week")
+    ] = "week",
 ) -> StreamingResponse:
     try:
         filters = RecordFilter(
             since=since, until=until, source=source, topic=topic, entity=entity, reviewed=reviewed
         )
-        stream = open_export(format, filters)
+        stream = open_export(format, filters, plan=plan, period=period)
     except (UnknownFormat, ExportTooLarge, ValueError) as error:
         raise HTTPException(status_code=422, detail=str(error)) from None
     return StreamingResponse(
