@@ -98,10 +98,17 @@ class SubmittedStory:
 
 
 def submit_items(
-    session: Session, *, items: Sequence[EnhanceItem], idempotency_key: str | None = None
+    session: Session,
+    *,
+    items: Sequence[EnhanceItem],
+    idempotency_key: str | None = None,
+    request_id: str | None = None,
 ) -> list[SubmittedJob]:
-    """Persist items and their jobs. A re-sent item (same message_id and content) maps to its job."""
-    submitted = [_submit_item(session, item, idempotency_key=idempotency_key) for item in items]
+    """Persist items and their jobs. A re-sent item (same message_id and content) maps to its job
+    (which keeps its own request id)."""
+    submitted = [
+        _submit_item(session, item, idempotency_key=idempotency_key, request_id=request_id) for item in items
+    ]
     session.flush()
     return [SubmittedJob(s.job, s.created) for s in submitted if s.job is not None]
 
@@ -111,6 +118,7 @@ def _submit_item(
     item: EnhanceItem,
     *,
     idempotency_key: str | None = None,
+    request_id: str | None = None,
     email_id: str | None = None,
     placement: StoryPlacement | None = None,
 ) -> SubmittedStory:
@@ -129,7 +137,13 @@ def _submit_item(
             row.position, row.sponsored = placement.position, placement.sponsored
     if placement is not None and placement.sponsored:
         return SubmittedStory(row, None, created=False)
-    job = Job(id=new_id(), item_id=row.id, status=JobStatus.queued, idempotency_key=idempotency_key)
+    job = Job(
+        id=new_id(),
+        item_id=row.id,
+        status=JobStatus.queued,
+        idempotency_key=idempotency_key,
+        request_id=request_id,
+    )
     session.add(job)
     return SubmittedStory(row, job, created=True)
 
@@ -146,7 +160,11 @@ def get_email(session: Session, *, email_id: str) -> Email | None:
 
 
 def submit_email(
-    session: Session, *, email: Email, stories: Sequence[tuple[EnhanceItem, StoryPlacement]]
+    session: Session,
+    *,
+    email: Email,
+    stories: Sequence[tuple[EnhanceItem, StoryPlacement]],
+    request_id: str | None = None,
 ) -> list[SubmittedStory]:
     """Persist an e-mail, its stories as items, and a job per story that is not sponsored.
 
@@ -155,7 +173,8 @@ def submit_email(
     email.id = email.id or new_id()  # the items point at it before the flush
     session.add(email)
     submitted = [
-        _submit_item(session, item, email_id=email.id, placement=placement) for item, placement in stories
+        _submit_item(session, item, request_id=request_id, email_id=email.id, placement=placement)
+        for item, placement in stories
     ]
     session.flush()
     return submitted

@@ -18,6 +18,7 @@ from app import __version__
 from app.api.deps import ApiKeyDep, ReviewKeyDep, close_submission_writer, open_submission_writer
 from app.api.limits import JSON_TOO_DEEP, BodySizeLimit
 from app.api.metrics import install_metrics
+from app.api.request_ids import RequestIds
 from app.api.routes import (
     corrections,
     digests,
@@ -33,6 +34,7 @@ from app.api.routes import (
     topics,
     webhooks,
 )
+from app.api.schemas import ErrorOut
 from app.api.security_headers import SecurityHeaders
 from app.core.config import get_settings
 from app.core.migrate import upgrade_database
@@ -93,6 +95,12 @@ async def _unhandled(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": "internal error", "message": type(exc).__name__}, status_code=500)
 
 
+# The 429 of a key over its rate limit, on every keyed route (routes that queue jobs: a full queue too).
+RATE_LIMITED: dict[int | str, dict[str, Any]] = {
+    429: {"model": ErrorOut, "description": "Over the API key's rate limit; see the Retry-After header"}
+}
+
+
 def create_app(*, migrate: bool = True) -> FastAPI:
     settings = get_settings()
 
@@ -112,7 +120,8 @@ def create_app(*, migrate: bool = True) -> FastAPI:
     app.add_exception_handler(DataError, _data_error)  # type: ignore[arg-type]
     app.add_exception_handler(RecursionError, _too_deep)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unhandled)
-    v1 = APIRouter(prefix="/v1", dependencies=[ApiKeyDep])  # every /v1 route needs an API key
+    # Every /v1 route needs an API key, and the key's rate limit applies (app/api/rate_limit.py).
+    v1 = APIRouter(prefix="/v1", dependencies=[ApiKeyDep], responses=RATE_LIMITED)
     v1.include_router(enhance.router)
     v1.include_router(emails.router)
     v1.include_router(jobs.router)
@@ -127,7 +136,7 @@ def create_app(*, migrate: bool = True) -> FastAPI:
     v1.include_router(feeds.router)
     app.include_router(feeds.atom_router)  # no API key: the feed token in its URL is the credential
     app.include_router(v1)
-    app.include_router(enhance.alias_router, dependencies=[ApiKeyDep])
+    app.include_router(enhance.alias_router, dependencies=[ApiKeyDep], responses=RATE_LIMITED)
     app.include_router(health.router)
     app.include_router(signin_router)  # before the review pages: /review/login needs no session
     app.include_router(review_router, dependencies=[ReviewKeyDep])
@@ -139,8 +148,19 @@ def create_app(*, migrate: bool = True) -> FastAPI:
     )
     app.add_middleware(SecurityHeaders)
     install_metrics(app)
+    _add_request_ids(app)
     _add_request_schemas(app)
     return app
+
+
+def _add_request_ids(app: FastAPI) -> None:
+    """RequestIds around the whole stack, Starlette's ServerErrorMiddleware included: a 500 has the id too."""
+    build = app.build_middleware_stack
+
+    def build_middleware_stack() -> Any:
+        return RequestIds(build())
+
+    app.build_middleware_stack = build_middleware_stack  # type: ignore[method-assign]
 
 
 def _add_request_schemas(app: FastAPI) -> None:

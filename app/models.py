@@ -104,6 +104,9 @@ class Job(Base):
     worker: Mapped[str | None] = mapped_column(String(200))
     model_version_id: Mapped[str | None] = mapped_column(String(64))
     idempotency_key: Mapped[str | None] = mapped_column(String(200), index=True)
+    # The X-Request-ID of the request that created the job (app/api/request_ids.py): on the worker's
+    # log lines about it. A resubmission mapped to this job keeps the first one.
+    request_id: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     started_at: Mapped[datetime | None] = mapped_column()

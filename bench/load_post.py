@@ -187,6 +187,7 @@ class Service:
             "ENHANCER_API_KEYS": API_KEY,
             "ENHANCER_BACKEND": args.backend,
             "ENHANCER_MAX_QUEUED_JOBS": str(10**7),  # measure the write path, not the 429
+            "ENHANCER_RATE_LIMIT_PER_SECOND": "0",  # one key offers 100-300/s: no per-key rate limit
         }
         if args.broker:
             self.env["BROKER_URL"] = args.broker

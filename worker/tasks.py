@@ -7,7 +7,7 @@ import time
 
 from app.core.config import get_settings
 from app.core.db import session_scope
-from app.core.logging import use_json_on_celery_loggers
+from app.core.logging import request_id_extra, use_json_on_celery_loggers
 from app.crud import claim_jobs, finish_job_failed, finish_job_succeeded
 from app.models import new_id
 from worker import housekeeping, state
@@ -19,7 +19,7 @@ from worker.stats import WORKER_STATS
 from worker.time_limit import GenerationTimedOut, batch_time_limit, run_with_time_limit
 
 log = logging.getLogger("worker.jobs")
-use_json_on_celery_loggers()  # ENHANCER_LOG_FORMAT=json
+use_json_on_celery_loggers()  # ENHANCER_LOG_FORMAT=json; as text, a job's request id ends its lines
 # Celery imports this module (app.core.broker's include): importing housekeeping connects its
 # worker_ready / worker_shutdown handlers.
 __all__ = ["enhance_jobs", "housekeeping"]
@@ -39,10 +39,14 @@ def enhance_jobs(job_ids: list[str]) -> dict[str, int]:
             extra=max(0, settings.max_batch_size - len(job_ids)),
         )
         claimed = [(job.id, job.attempts, job.item, ItemInput.from_submitted(job.item)) for job in jobs]
+        # Each job's lines carry the X-Request-ID of the request that created it.
+        request_ids = {job.id: request_id_extra(job.request_id) for job in jobs}
     if not claimed:
         return {"claimed": 0}
     for job_id, attempt, _, _ in claimed:
-        log.info("job %s running (attempt %d) on %s", job_id, attempt, state.WORKER_ID)
+        log.info(
+            "job %s running (attempt %d) on %s", job_id, attempt, state.WORKER_ID, extra=request_ids[job_id]
+        )
     started = time.perf_counter()
     model_failure = False
     version_id: str | None = None
@@ -98,16 +102,23 @@ def enhance_jobs(job_ids: list[str]) -> dict[str, int]:
                     elapsed,
                     outcome.new_tokens,
                     outcome.attempts,
+                    extra=request_ids[job_id],
                 )
                 continue
             retry = model_failure and attempt < settings.job_max_attempts
             error = outcome.error or "unknown"
             finish_job_failed(session, job_id=job_id, claim_token=claim_token, error=error, retry=retry)
         if retry:
-            log.info("job %s re-queued after attempt %d: %s", job_id, attempt, outcome.error)
+            log.info(
+                "job %s re-queued after attempt %d: %s",
+                job_id,
+                attempt,
+                outcome.error,
+                extra=request_ids[job_id],
+            )
             enqueue_jobs([job_id], countdown=min(60.0, 2.0**attempt))
         else:
-            log.info("job %s failed: %s", job_id, outcome.error)
+            log.info("job %s failed: %s", job_id, outcome.error, extra=request_ids[job_id])
     state.count_jobs_done(succeeded)
     index_records(stored)  # after the jobs are closed: a client polling sees its record at once
     return {"claimed": len(claimed), "succeeded": succeeded}

@@ -11,6 +11,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from sqlalchemy.orm import Session
 from starlette.applications import Starlette
 
+from app.api.rate_limit import RateLimiter
 from app.api.submissions import SubmissionWriter
 from app.core.config import Settings, get_settings
 from app.core.db import read_session_scope, session_scope
@@ -96,13 +97,26 @@ def _check_key(key: str | None, settings: Settings) -> None:
         raise HTTPException(status_code=403, detail=detail)
 
 
+def rate_limiter(app: Starlette, settings: Settings) -> RateLimiter:
+    """The app's buckets (app/api/rate_limit.py), made afresh when the settings change."""
+    limiter: RateLimiter | None = getattr(app.state, "rate_limiter", None)
+    wanted = (settings.rate_limit_per_second, settings.rate_limit_burst)
+    if limiter is None or (limiter.per_second, limiter.burst) != wanted:
+        limiter = app.state.rate_limiter = RateLimiter(*wanted)
+    return limiter
+
+
 async def require_api_key(  # async: no I/O here, and a thread hop per request would cost more
+    request: Request,
     settings: SettingsDep,
     header_key: Annotated[str | None, Security(_header_scheme)] = None,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer_scheme)] = None,
 ) -> None:
-    """401 without a key, 403 with a wrong one. Header `X-API-Key`, or `Authorization: Bearer`."""
-    _check_key(header_key or (bearer.credentials if bearer else None), settings)
+    """401 without a key, 403 with a wrong one. Header `X-API-Key`, or `Authorization: Bearer`.
+    Then the key's rate limit: 429 with Retry-After over it (a request with no valid key is not counted)."""
+    key = header_key or (bearer.credentials if bearer else None)
+    _check_key(key, settings)
+    rate_limiter(request.app, settings).check(key or "")
 
 
 ApiKeyDep = Depends(require_api_key)

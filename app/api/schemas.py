@@ -33,6 +33,7 @@ class JobOut(BaseModel):
     finished_at: datetime | None
     record_id: str | None
     record_url: str | None
+    request_id: str | None = None  # the X-Request-ID of the request that created the job
 
     @classmethod
     def from_row(cls, job: Job, record: Record | None) -> JobOut:
@@ -48,6 +49,7 @@ class JobOut(BaseModel):
             finished_at=as_utc(job.finished_at),
             record_id=record.id if record else None,
             record_url=f"/v1/records/{record.id}" if record else None,
+            request_id=job.request_id,
         )
 
 

@@ -90,6 +90,7 @@ class Submission:
     idempotency_key: str | None = None
     body_hash: str = ""
     email: EmailSubmission | None = None  # POST /v1/emails: idempotent by the e-mail's dedup key
+    request_id: str | None = None  # the request's X-Request-ID, stored on the jobs it creates
 
 
 @dataclass(frozen=True)
@@ -235,12 +236,17 @@ def _write(session: Session, settings: Settings, submission: Submission, queued_
     if submission.email is not None:
         row = Email(**submission.email.fields)
         stories = submit_email(
-            session, email=row, stories=list(zip(submission.items, submission.email.placements, strict=True))
+            session,
+            email=row,
+            stories=list(zip(submission.items, submission.email.placements, strict=True)),
+            request_id=submission.request_id,
         )
         accepted = _email_accepted(stories, row)
         _check_queue(settings, queued_before, accepted.created)
         return accepted
-    submitted = submit_items(session, items=submission.items, idempotency_key=key)
+    submitted = submit_items(
+        session, items=submission.items, idempotency_key=key, request_id=submission.request_id
+    )
     created = [s.job.id for s in submitted if s.created]
     _check_queue(settings, queued_before, created)
     if key:

@@ -90,6 +90,12 @@ class Settings(BaseSettings):
     idempotency_ttl_hours: float = Field(
         default=24.0, gt=0, validation_alias="ENHANCER_IDEMPOTENCY_TTL_HOURS"
     )
+    # Per-API-key rate limit (app/api/rate_limit.py): a token bucket per key on /v1 and /enhance, in
+    # each API process's memory (N uvicorn workers: N buckets per key). 0 in either turns it off.
+    rate_limit_per_second: float = Field(
+        default=50.0, ge=0, validation_alias="ENHANCER_RATE_LIMIT_PER_SECOND"
+    )
+    rate_limit_burst: int = Field(default=200, ge=0, validation_alias="ENHANCER_RATE_LIMIT_BURST")
     # Webhooks (app/knowledge/webhooks.py, docs/api.md#webhooks): a failed delivery is tried again
     # after base * 2^(attempt-1) seconds (capped, +-10% jitter), until it has had max_attempts tries.
     webhook_max_attempts: int = Field(

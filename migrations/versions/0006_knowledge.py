@@ -1,4 +1,4 @@
-"""knowledge layer: stories, topic vocabulary, full-text index, feed tokens, webhooks
+"""knowledge layer: stories, topic vocabulary, full-text index, feed tokens, webhooks; jobs.request_id
 
 Revision ID: 0006
 Revises: 0005
@@ -121,8 +121,14 @@ def upgrade() -> None:
     op.create_index('ix_webhook_deliveries_webhook_id', 'webhook_deliveries', ['webhook_id'], unique=False)
     op.create_index('ix_webhook_deliveries_status_next', 'webhook_deliveries', ['status', 'next_attempt_at'], unique=False)
 
+    # The X-Request-ID of the request that created a job (its worker log lines carry it).
+    with op.batch_alter_table('jobs', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('request_id', sa.String(length=128), nullable=True))
+
 
 def downgrade() -> None:
+    with op.batch_alter_table('jobs', schema=None) as batch_op:
+        batch_op.drop_column('request_id')
     op.drop_table('webhook_deliveries')
     op.drop_table('webhooks')
     op.drop_table('feed_tokens')

@@ -8,6 +8,7 @@ from app.api.routes.enhance import queue_full_error
 from app.api.schemas import EmailHeaderOut, EmailOut, ErrorOut, JobRef, StoryOut
 from app.api.submissions import EmailSubmission, QueueFull, StoryRef, Submission
 from app.core.db import read_session_scope
+from app.core.logging import current_request_id
 from app.crud import SubmittedStory, email_stories, get_email
 from app.mail import EmailUnreadable
 from app.mail.intake import prepare_email
@@ -47,7 +48,10 @@ def _email_out(email: Email, stories: list[StoryRef]) -> EmailOut:
         413: {"model": ErrorOut, "description": "The e-mail is larger than ENHANCER_MAX_EMAIL_BYTES"},
         415: {"model": ErrorOut, "description": f"The body is not sent as {EMAIL_MEDIA_TYPE}"},
         422: {"model": ErrorOut, "description": "The bytes hold no newsletter text (the message says why)"},
-        429: {"model": ErrorOut, "description": "Too many queued jobs; see the Retry-After header"},
+        429: {
+            "model": ErrorOut,
+            "description": "Too many queued jobs, or over the API key's rate limit; see Retry-After",
+        },
     },
     openapi_extra={
         "requestBody": {
@@ -74,7 +78,11 @@ async def post_email(request: Request, response: Response, writer: SubmissionWri
     except EmailUnreadable as unreadable:
         detail = f"not a readable newsletter e-mail: {unreadable}"
         raise HTTPException(status_code=422, detail=detail) from None
-    submission = Submission(prepared.items, email=EmailSubmission(prepared.fields, prepared.placements))
+    submission = Submission(
+        prepared.items,
+        email=EmailSubmission(prepared.fields, prepared.placements),
+        request_id=current_request_id(),
+    )
     try:
         accepted = await writer.submit(submission)
     except QueueFull as full:

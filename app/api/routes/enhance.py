@@ -14,6 +14,7 @@ from app.api.schemas import EnhanceAccepted, ErrorOut, JobRef
 from app.api.submissions import IdempotencyKeyReused, QueueFull, Submission
 from app.contract import EnhanceItem
 from app.contract.request import EnhanceBatch
+from app.core.logging import current_request_id
 
 router = APIRouter(tags=["enhance"])
 # POST /enhance: the path the user's own ingester is written against; /v1/enhance stays canonical.
@@ -106,7 +107,9 @@ async def enhance(
     items, single = parse_enhance_body(body)
     body_hash = request_sha256(body) if idempotency_key else ""
     try:
-        accepted = await writer.submit(Submission(items, idempotency_key, body_hash))
+        accepted = await writer.submit(
+            Submission(items, idempotency_key, body_hash, request_id=current_request_id())
+        )
     except QueueFull as full:
         raise queue_full_error(full) from None
     except IdempotencyKeyReused as reused:
@@ -130,7 +133,10 @@ _ROUTE = {
             "description": "The body is not a valid item or batch, breaks a limit, or reuses an "
             "Idempotency-Key with a different payload",
         },
-        429: {"model": ErrorOut, "description": "Too many queued jobs; see the Retry-After header"},
+        429: {
+            "model": ErrorOut,
+            "description": "Too many queued jobs, or over the API key's rate limit; see Retry-After",
+        },
     },
     "openapi_extra": {
         "requestBody": {"required": True, "content": {"application/json": {"schema": _REQUEST_SCHEMA}}}
