@@ -71,7 +71,12 @@ class FeedCreated(FeedOut):
     )
 
 
-@router.post("", response_model=FeedCreated, status_code=201, responses={422: {"model": ErrorOut}})
+@router.post(
+    "",
+    response_model=FeedCreated,
+    status_code=201,
+    responses={400: {"model": ErrorOut}, 422: {"model": ErrorOut}},
+)
 def post_feed(body: FeedIn, request: Request, session: SessionDep) -> FeedCreated:
     """A new feed with its own token; subscribe to the returned URL in any RSS/Atom reader."""
     filters = story_filter(body.since, None, body.topic, body.entity, body.min_relevance)

@@ -129,7 +129,12 @@ def read_story(story_id: str, session: ReadSessionDep) -> StoryOut | RedirectRes
     return StoryOut.from_view(view)
 
 
-@router.post("/split", response_model=StoryOut, status_code=201, responses={404: {"model": ErrorOut}})
+@router.post(
+    "/split",
+    response_model=StoryOut,
+    status_code=201,
+    responses={400: {"model": ErrorOut}, 404: {"model": ErrorOut}},
+)
 def post_split(body: SplitIn, session: SessionDep) -> StoryOut:
     """Take a record out of its story into one of its own; grouping will not move it back."""
     record = get_record(session, record_id=body.record_id)
@@ -147,7 +152,9 @@ def post_split(body: SplitIn, session: SessionDep) -> StoryOut:
 
 
 @router.post(
-    "/merge", response_model=StoryOut, responses={404: {"model": ErrorOut}, 422: {"model": ErrorOut}}
+    "/merge",
+    response_model=StoryOut,
+    responses={400: {"model": ErrorOut}, 404: {"model": ErrorOut}, 422: {"model": ErrorOut}},
 )
 def post_merge(body: MergeIn, session: SessionDep) -> StoryOut:
     """Fold one story into another: its records move and stay, its id leads to the merged story."""

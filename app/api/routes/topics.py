@@ -77,7 +77,9 @@ def read_topics(
 
 
 @router.patch(
-    "/{topic_id}", response_model=TopicOut, responses={404: {"model": ErrorOut}, 409: {"model": ErrorOut}}
+    "/{topic_id}",
+    response_model=TopicOut,
+    responses={400: {"model": ErrorOut}, 404: {"model": ErrorOut}, 409: {"model": ErrorOut}},
 )
 def patch_topic(topic_id: str, body: RenameIn, session: SessionDep) -> TopicOut:
     """Rename an entry; the old spelling stays an alias, so the model's next use of it lands here."""
@@ -93,7 +95,9 @@ def patch_topic(topic_id: str, body: RenameIn, session: SessionDep) -> TopicOut:
 
 
 @router.post(
-    "/merge", response_model=TopicMergeOut, responses={404: {"model": ErrorOut}, 422: {"model": ErrorOut}}
+    "/merge",
+    response_model=TopicMergeOut,
+    responses={400: {"model": ErrorOut}, 404: {"model": ErrorOut}, 422: {"model": ErrorOut}},
 )
 def post_merge(body: TopicMergeIn, session: SessionDep) -> TopicMergeOut:
     """Fold one entry into another: every record that had it now has the one that stays."""
