@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import io
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 
@@ -346,14 +346,21 @@ def _entry(name: str, when: datetime) -> zipfile.ZipInfo:
     return info
 
 
-def iter_zip(plan: NotebookPlan, *, flush_bytes: int = 64 * 1024) -> Iterator[bytes]:
-    """The zip, block by block: each source file, then the index with the counts actually written."""
+def stream_zip(
+    files: Iterable[tuple[str, Iterable[str]]],
+    *,
+    index: Callable[[], str],
+    when: datetime,
+    flush_bytes: int = 64 * 1024,
+) -> Iterator[bytes]:
+    """A zip of text files, block by block, then INDEX_NAME: `index()` runs after the files were
+    written, so it can report what was (the plans count as they stream)."""
     sink = _ZipSink()
     with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for planned in plan.files:
-            with archive.open(_entry(planned.name, plan.exported_at), "w") as entry:
+        for name, texts in files:
+            with archive.open(_entry(name, when), "w") as entry:
                 pending = 0
-                for text in iter_file(planned, plan):
+                for text in texts:
                     data = text.encode("utf-8")
                     entry.write(data)
                     pending += len(data)
@@ -363,7 +370,13 @@ def iter_zip(plan: NotebookPlan, *, flush_bytes: int = 64 * 1024) -> Iterator[by
                             yield chunk
             if chunk := sink.drain():
                 yield chunk
-        with archive.open(_entry(INDEX_NAME, plan.exported_at), "w") as entry:
-            entry.write(render_index(plan).encode("utf-8"))
+        with archive.open(_entry(INDEX_NAME, when), "w") as entry:
+            entry.write(index().encode("utf-8"))
     if chunk := sink.drain():
         yield chunk
+
+
+def iter_zip(plan: NotebookPlan, *, flush_bytes: int = 64 * 1024) -> Iterator[bytes]:
+    """The zip, block by block: each source file, then the index with the counts actually written."""
+    files = ((planned.name, iter_file(planned, plan)) for planned in plan.files)
+    return stream_zip(files, index=lambda: render_index(plan), when=plan.exported_at, flush_bytes=flush_bytes)

@@ -14,7 +14,6 @@ story ids its plan holds, one digest in memory at a time.
 
 from __future__ import annotations
 
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -24,7 +23,7 @@ from sqlalchemy import func, select
 from app.core.db import read_session_scope
 from app.crud import as_utc
 from app.export.markdown import count_words
-from app.export.notebooklm import INDEX_NAME, ExportTooLarge, NotebookLimits, _entry, _ZipSink
+from app.export.notebooklm import ExportTooLarge, NotebookLimits, stream_zip
 from app.knowledge.digests import (
     PERIODS,
     Digest,
@@ -205,22 +204,5 @@ def render_index(plan: DigestPlan) -> str:
 
 def iter_digest_zip(plan: DigestPlan, *, flush_bytes: int = 64 * 1024) -> Iterator[bytes]:
     """The zip, block by block: each period's digest, then the index with what was written."""
-    sink = _ZipSink()
-    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for source in plan.files:
-            with archive.open(_entry(source.name, plan.exported_at), "w") as entry:
-                pending = 0
-                for text in iter_source(source, plan):
-                    data = text.encode("utf-8")
-                    entry.write(data)
-                    pending += len(data)
-                    if pending >= flush_bytes:
-                        pending = 0
-                        if chunk := sink.drain():
-                            yield chunk
-            if chunk := sink.drain():
-                yield chunk
-        with archive.open(_entry(INDEX_NAME, plan.exported_at), "w") as entry:
-            entry.write(render_index(plan).encode("utf-8"))
-    if chunk := sink.drain():
-        yield chunk
+    files = ((source.name, iter_source(source, plan)) for source in plan.files)
+    return stream_zip(files, index=lambda: render_index(plan), when=plan.exported_at, flush_bytes=flush_bytes)
