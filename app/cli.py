@@ -175,6 +175,51 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backup(args: argparse.Namespace) -> int:
+    """SQLite: a consistent online copy (the service may keep running). PostgreSQL: pg_dump's command."""
+    _apply_data_dir(args)
+    from app.core.backup import BackupError, backup_sqlite, postgres_guidance
+    from app.core.private_files import sqlite_file
+
+    settings = _settings()
+    database = sqlite_file(settings.sqlalchemy_url)
+    if database is None:
+        print(f"error: {postgres_guidance(settings.sqlalchemy_url, dump_file=args.path)}", file=sys.stderr)
+        return 2
+    try:
+        copied = backup_sqlite(database=database, target=Path(args.path))
+    except BackupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"backed up {database} to {copied.path} (mode 0600): {copied.summary()}")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    """Copy a backup into the data directory's database, then migrate it to the latest revision."""
+    _apply_data_dir(args)
+    from app.core.backup import BackupError, postgres_guidance, restore_sqlite
+    from app.core.migrate import upgrade_database
+    from app.core.private_files import private_data_dir, sqlite_file
+
+    settings = _settings()
+    database = sqlite_file(settings.sqlalchemy_url)
+    if database is None:
+        print(f"error: {postgres_guidance(settings.sqlalchemy_url, dump_file=args.path)}", file=sys.stderr)
+        return 2
+    if database.parent == settings.data_dir:
+        settings.ensure_dirs()
+        private_data_dir(settings.data_dir, subdirs=(settings.models_dir,))
+    try:
+        copied = restore_sqlite(source=Path(args.path), database=database, force=args.force)
+    except BackupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    upgrade_database(settings.sqlalchemy_url)
+    print(f"restored {args.path} into {database}: {copied.summary()}; migrated to the latest revision")
+    return 0
+
+
 # The scores `enhancer model list` shows for each stored evaluation of a version.
 LISTED_SCORES = (
     ("entities_f1_fuzzy", "entities F1"),
@@ -274,6 +319,23 @@ def build_parser() -> argparse.ArgumentParser:
     schema.set_defaults(handler=cmd_schema)
 
     add("migrate", cmd_migrate, "Apply database migrations.")
+    backup = add(
+        "backup",
+        cmd_backup,
+        "Copy the SQLite database to PATH while the service runs (consistent snapshot, mode 0600). "
+        "PostgreSQL: prints the pg_dump command to use.",
+    )
+    backup.add_argument("path", help="the backup file to write (replaced if it exists)")
+    restore = add(
+        "restore",
+        cmd_restore,
+        "Restore a backup from `enhancer backup` into the data directory's database and migrate it "
+        "(stop the service first).",
+    )
+    restore.add_argument("path", help="the backup file")
+    restore.add_argument(
+        "--force", action="store_true", help="replace a database that already has records or jobs"
+    )
     add("reconcile", cmd_reconcile, "Re-send jobs the broker lost and fail jobs out of attempts, once.")
 
     model = add("model", cmd_model, "Manage model versions.")

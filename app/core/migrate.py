@@ -8,6 +8,7 @@ from alembic import command
 from alembic.config import Config
 
 import migrations
+from app.core.private_files import private_data_dir, private_sqlite_file, sqlite_file
 
 MIGRATIONS_DIR = Path(migrations.__file__).parent
 
@@ -20,13 +21,27 @@ def alembic_config(url: str) -> Config:
 
 
 def upgrade_database(url: str) -> None:
+    """Upgrade to the latest migration. A SQLite file is created 0600 first (its -wal and -shm follow),
+    and when it lives in the configured data directory, that directory is made owner-only too."""
+    from app.core.config import get_settings
+
+    database = sqlite_file(url)
+    if database is not None:
+        settings = get_settings()
+        if database.parent == settings.data_dir:
+            private_data_dir(settings.data_dir, subdirs=(settings.models_dir,))
+        private_sqlite_file(database)
     command.upgrade(alembic_config(url), "head")
+    if database is not None:
+        private_sqlite_file(database)  # the -wal and -shm the migration opened
 
 
 def migrate_data_dir() -> None:
-    """The current settings' data directories exist and their database is at the latest migration."""
+    """The current settings' data directories exist (owner-only: 0700, SQLite files 0600) and their
+    database is at the latest migration."""
     from app.core.config import get_settings
 
     settings = get_settings()
     settings.ensure_dirs()
+    private_data_dir(settings.data_dir, subdirs=(settings.models_dir,))
     upgrade_database(settings.sqlalchemy_url)
