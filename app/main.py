@@ -11,7 +11,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import __version__
@@ -37,6 +37,7 @@ from app.api.routes import (
 from app.api.schemas import ErrorOut
 from app.api.security_headers import SecurityHeaders
 from app.core.config import get_settings
+from app.core.db_errors import database_unavailable
 from app.core.migrate import upgrade_database
 from app.core.security import ensure_api_key
 from app.web.knowledge import router as review_knowledge_router
@@ -84,6 +85,24 @@ async def _data_error(_: Request, exc: DataError) -> JSONResponse:
     )
 
 
+async def _database_unavailable(request: Request, exc: OperationalError) -> JSONResponse:
+    """A locked, full or unreachable database: 503 + Retry-After (the cause is logged, not sent)."""
+    unavailable = database_unavailable(exc)
+    if unavailable is None:
+        return await _unhandled(request, exc)
+    log.error(
+        "database unavailable (%s): %s",
+        unavailable.reason,
+        str(exc.orig).splitlines()[0] if exc.orig else exc,
+    )
+    message = unavailable.describe()
+    return JSONResponse(
+        {"detail": message, "message": message, "reason": f"database_{unavailable.reason}"},
+        status_code=503,
+        headers={"Retry-After": str(unavailable.retry_after)},
+    )
+
+
 async def _too_deep(request: Request, _: RecursionError) -> JSONResponse:
     """A body nested too deep for json's decoder (it recurses once a level): the 422 of the depth check."""
     error = {"loc": ("body",), "msg": JSON_TOO_DEEP, "type": "json_too_deep"}
@@ -118,6 +137,7 @@ def create_app(*, migrate: bool = True) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(DataError, _data_error)  # type: ignore[arg-type]
+    app.add_exception_handler(OperationalError, _database_unavailable)  # type: ignore[arg-type]
     app.add_exception_handler(RecursionError, _too_deep)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unhandled)
     # Every /v1 route needs an API key, and the key's rate limit applies (app/api/rate_limit.py).

@@ -26,6 +26,16 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(default_factory=_default_data_dir, validation_alias="ENHANCER_DATA_DIR")
     database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
+    # SQLite durability (docs/reliability.md "A 202 survives a power cut"): FULL syncs the WAL at every
+    # commit, so an acknowledged submission survives an OS crash or power cut; NORMAL may lose the
+    # last commits then (never on a process crash).
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = Field(
+        default="FULL", validation_alias="ENHANCER_SQLITE_SYNCHRONOUS"
+    )
+    # How long a write waits for SQLite's lock before it gives up (then: 503 + Retry-After).
+    sqlite_busy_timeout_seconds: float = Field(
+        default=30.0, gt=0, le=600, validation_alias="ENHANCER_SQLITE_BUSY_TIMEOUT_SECONDS"
+    )
     broker_url: str | None = Field(default=None, validation_alias="BROKER_URL")
 
     # Model runtime

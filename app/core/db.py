@@ -15,13 +15,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.config import get_settings
 
-SQLITE_BUSY_TIMEOUT_MS = 30_000
 # SQLite's own lower() folds ASCII only; record filters (app.record_query) compare through this one,
 # which lowers like PostgreSQL's lower() does under a UTF-8 locale ("Ü" -> "ü").
 SQLITE_LOWER = "enhancer_lower"
@@ -31,11 +31,15 @@ def _sqlite_lower(value: object) -> str | None:
     return None if value is None else str(value).lower()
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(
+    url: str, *, synchronous: Literal["FULL", "NORMAL"] = "FULL", busy_timeout_seconds: float = 30.0
+) -> Engine:
+    """`synchronous` and `busy_timeout_seconds`: SQLite's, from the settings of the same names."""
     if url.startswith("sqlite"):
+        busy_ms = int(busy_timeout_seconds * 1000)
         engine = create_engine(
             url,
-            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            connect_args={"check_same_thread": False, "timeout": busy_timeout_seconds},
             # No pre-ping: a local file connection does not go stale, and the ping cost a query per checkout.
         )
 
@@ -45,8 +49,8 @@ def make_engine(url: str) -> Engine:
             dbapi_conn.isolation_level = None
             cursor = dbapi_conn.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
+            cursor.execute(f"PRAGMA synchronous={synchronous}")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
             dbapi_conn.create_function(SQLITE_LOWER, 1, _sqlite_lower, deterministic=True)
@@ -67,7 +71,11 @@ READ_ONLY = "enhancer_read_only"  # execution option: this connection's transact
 def get_engine() -> Engine:
     settings = get_settings()
     settings.ensure_dirs()
-    return make_engine(settings.sqlalchemy_url)
+    return make_engine(
+        settings.sqlalchemy_url,
+        synchronous=settings.sqlite_synchronous,
+        busy_timeout_seconds=settings.sqlite_busy_timeout_seconds,
+    )
 
 
 @lru_cache
