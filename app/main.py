@@ -16,6 +16,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import __version__
 from app.api.deps import ApiKeyDep, ReviewKeyDep, close_submission_writer, open_submission_writer
+from app.api.docs import hoist_local_defs, install_docs
+from app.api.exposure import OperatorAccessDep
 from app.api.limits import JSON_TOO_DEEP, BodySizeLimit
 from app.api.metrics import install_metrics
 from app.api.request_ids import RequestIds
@@ -133,7 +135,15 @@ def create_app(*, migrate: bool = True) -> FastAPI:
         yield
         close_submission_writer(app)  # store and publish submissions still waiting
 
-    app = FastAPI(title="newsletter-enhancer", version=__version__, lifespan=lifespan)
+    # /docs, /redoc and /openapi.json: install_docs below (self-served assets, ENHANCER_DOCS_AND_METRICS).
+    app = FastAPI(
+        title="newsletter-enhancer",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(DataError, _data_error)  # type: ignore[arg-type]
@@ -167,7 +177,8 @@ def create_app(*, migrate: bool = True) -> FastAPI:
         path_limits={"/v1/emails": settings.max_email_bytes},
     )
     app.add_middleware(SecurityHeaders)
-    install_metrics(app)
+    install_metrics(app, dependencies=[OperatorAccessDep])
+    install_docs(app, dependencies=[OperatorAccessDep])
     _add_request_ids(app)
     _add_request_schemas(app)
     return app
@@ -200,7 +211,7 @@ def _add_request_schemas(app: FastAPI) -> None:
                 )
                 components.update(generated.pop("$defs", {}))
                 components[model.__name__] = generated
-            app.openapi_schema = schema
+            app.openapi_schema = hoist_local_defs(schema)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

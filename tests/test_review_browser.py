@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -232,10 +233,56 @@ def test_review_page_needs_the_key_and_refuses_cross_site_posts(review_server: d
     assert not _record(record_id).reviewed
     no_origin = httpx.post(f"{base}/review/records/{record_id}", data=form, cookies=cookies)
     assert no_origin.status_code == 403  # a post that says nothing of where it comes from
-    ok = httpx.post(
+    no_token = httpx.post(
         f"{base}/review/records/{record_id}", data=form, cookies=cookies, headers={"Referer": base}
+    )
+    assert no_token.status_code == 403 and "CSRF token" in no_token.json()["message"]
+    assert not _record(record_id).reviewed
+    page = httpx.get(f"{base}/review/records/{record_id}", cookies=cookies)
+    csrf = re.search(r'name="csrf_token" value="([0-9a-f]+)"', page.text).group(1)  # type: ignore[union-attr]
+    ok = httpx.post(
+        f"{base}/review/records/{record_id}",
+        data={**form, "csrf_token": csrf},
+        cookies=cookies,
+        headers={"Referer": base},
     )
     assert ok.status_code == 303
     assert _record(record_id).corrected_data["key_topics"] == ["AI"]
     missing = httpx.get(f"{base}/review/records/nope", cookies=cookies)
     assert missing.status_code == 404
+
+
+def test_swagger_ui_and_redoc_render_from_this_server_alone(
+    review_server: dict[str, Any], browser: Any
+) -> None:
+    """/docs and /redoc in Chromium: both render, every request stays on this server (the one other
+    address, ReDoc's footer logo, is blocked by the page's CSP and ReDoc hides it), no other CSP
+    violation or script error."""
+    from playwright.sync_api import expect
+
+    base = review_server["base"]
+    redoc_logo = "https://cdn.redoc.ly/redoc/logo-mini.svg"  # hard-coded in redoc.standalone.js
+    page = browser.new_page()
+    page.set_default_timeout(20_000)
+    answered: list[str] = []
+    blocked: list[tuple[str, str | None]] = []
+    problems: list[str] = []
+    page.on("response", lambda response: answered.append(response.url))
+    page.on("requestfailed", lambda request: blocked.append((request.url, request.failure)))
+    page.on("console", lambda message: message.type == "error" and problems.append(message.text))
+    page.on("pageerror", lambda error: problems.append(str(error)))
+
+    page.goto(f"{base}/docs")
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("newsletter-enhancer")
+    expect(page.locator(".opblock-summary-path").first).to_be_visible()  # the operations, from /openapi.json
+    page.goto(f"{base}/redoc")
+    expect(page.locator("h1").first).to_contain_text("newsletter-enhancer")
+    expect(page.get_by_text("/v1/records", exact=False).first).to_be_attached()
+    expect(page.locator("img[alt='redocly logo']")).to_have_count(0)
+
+    elsewhere = [url for url in answered if not url.startswith((base + "/", "data:", "blob:"))]
+    assert not elsewhere, elsewhere
+    assert f"{base}/openapi.json" in answered and f"{base}/docs/assets/swagger-ui-bundle.js" in answered
+    assert all(url == redoc_logo and failure == "csp" for url, failure in blocked), blocked
+    problems = [text for text in problems if redoc_logo not in text]
+    assert not problems, problems  # a script or style the CSP blocked would show here

@@ -51,6 +51,12 @@ def client(service_env) -> Iterator[TestClient]:
 # API keys -----------------------------------------------------------------------------------
 
 
+def _csrf_token(html: str) -> str:
+    tokens = set(re.findall(r'<input type="hidden" name="csrf_token" value="([^"]*)">', html))
+    assert len(tokens) == 1 and "" not in tokens, tokens
+    return tokens.pop()
+
+
 # The Atom feed: RSS readers cannot send headers, so its per-feed token (tests/test_feeds.py) is the key.
 KEYLESS_V1 = {"/v1/feeds/stories.atom"}
 
@@ -120,7 +126,11 @@ def test_review_sign_in_exchanges_the_key_for_a_session_that_sign_out_ends(clien
 
     other = TestClient(client.app, cookies={"enhancer_review_session": "forged-" + token[7:]})
     assert other.get("/review").status_code == 401  # a guessed token is no session
-    signed_out = client.post("/review/logout", headers=here, follow_redirects=False)
+    assert client.post("/review/logout", headers=here).status_code == 403  # no CSRF token
+    csrf = _csrf_token(page.text)
+    signed_out = client.post(
+        "/review/logout", data={"csrf_token": csrf}, headers=here, follow_redirects=False
+    )
     assert signed_out.status_code == 303
     client.cookies.set("enhancer_review_session", token, path="/review")  # replaying the old cookie
     assert client.get("/review").status_code == 401  # the session ended on the server
@@ -369,3 +379,170 @@ def test_review_pages_forbid_scripts_and_framing_and_every_answer_is_nosniff(cli
         api.headers["x-content-type-options"] == "nosniff" and api.headers["referrer-policy"] == "same-origin"
     )
     assert "content-security-policy" not in api.headers
+
+
+# CSRF ----------------------------------------------------------------------------------------
+
+
+def _signed_in(app) -> tuple[TestClient, str]:  # type: ignore[no-untyped-def]
+    """A browser-like client with a review session, and the CSRF token its pages carry."""
+    browser = TestClient(app, headers={"Origin": "http://testserver"})
+    assert browser.post("/review/login", data={"api_key": TEST_API_KEY}).status_code == 200
+    page = browser.get("/review/topics", headers={"Accept": "text/html"})
+    assert page.status_code == 200
+    return browser, _csrf_token(page.text)
+
+
+def _review_posts() -> list[str]:
+    """Every state-changing route of the review routers (routes added later too), with dummy ids."""
+    from app.web import knowledge, routes, signin
+
+    paths = []
+    for router in (routes.router, knowledge.router, signin.router):
+        for route in router.routes:
+            path = getattr(route, "path", "")
+            if "POST" in getattr(route, "methods", ()) and path != "/review/login":
+                paths.append(re.sub(r"\{[^}]+\}", "x", path))
+    return paths
+
+
+def test_every_review_form_post_needs_the_sessions_csrf_token(client: TestClient) -> None:
+    posts = _review_posts()
+    assert {"/review/records/x", "/review/records/x/split", "/review/stories/x/merge"} <= set(posts)
+    assert {"/review/topics/x", "/review/logout"} <= set(posts)
+    browser, csrf = _signed_in(client.app)
+    _, other_csrf = _signed_in(client.app)
+    assert other_csrf != csrf  # one token per session
+    for path in posts:
+        for data in ({}, {"csrf_token": ""}, {"csrf_token": csrf[:-1] + "0"}, {"csrf_token": other_csrf}):
+            refused = browser.post(path, data={**data, "action": "save"}, follow_redirects=False)
+            assert refused.status_code == 403, (path, data, refused.text)
+            assert "CSRF token is missing or wrong" in refused.json()["message"]
+        # The right token passes the check (then: no such record, story or topic).
+        passed = browser.post(path, data={"csrf_token": csrf, "action": "rename"}, follow_redirects=False)
+        assert passed.status_code in (303, 404), (path, passed.text)
+        if path == "/review/logout":
+            browser, csrf = _signed_in(client.app)
+        # The Origin check still comes first: the right token from another site is refused too.
+        evil = browser.post(path, data={"csrf_token": csrf}, headers={"Origin": "https://evil.example"})
+        assert evil.status_code == 403 and "cross-site" in evil.json()["message"]
+    # Scripts that send the API key header need no token: no browser sends that header cross-site.
+    scripted = TestClient(client.app, headers={**API_HEADERS, "Origin": "http://testserver"})
+    assert scripted.post("/review/topics/x", data={"action": "rename"}).status_code == 404
+
+
+def test_a_refused_csrf_post_saves_nothing(service_env) -> None:  # type: ignore[no-untyped-def]
+    from tests.knowledge_helpers import add_record
+
+    with TestClient(create_app()) as client:
+        record_id = add_record(
+            source="TLDR AI", headline="A headline", summary="The model's own summary of the item.",
+            entities=["Broadcom"], key_topics=["Chips"], date="2025-06-10T08:00:00Z",
+        )  # fmt: skip
+        browser, csrf = _signed_in(client.app)
+        page = browser.get(f"/review/records/{record_id}", headers={"Accept": "text/html"})
+        assert _csrf_token(page.text) == csrf
+        form = {
+            "summary": "A corrected summary that is long enough.", "key_topics": "AI",
+            "categories": "research", "sentiment": "neutral", "urgency_level": "low",
+            "relevance_score": "5", "action": "save",
+        }  # fmt: skip
+        assert browser.post(f"/review/records/{record_id}", data=form).status_code == 403
+        record = client.get(f"/v1/records/{record_id}", headers=API_HEADERS).json()
+        assert record["reviewed"] is False
+        saved = browser.post(f"/review/records/{record_id}", data={**form, "csrf_token": csrf})
+        assert saved.status_code == 200 and saved.history[0].status_code == 303
+        assert client.get(f"/v1/records/{record_id}", headers=API_HEADERS).json()["reviewed"] is True
+
+
+# Exposure: /metrics, /docs, /redoc, /openapi.json, /readyz -----------------------------------
+
+OPERATOR_PATHS = ("/metrics", "/docs", "/redoc", "/openapi.json")
+LAN = ("203.0.113.5", 40123)
+
+
+def _from(app, address: tuple[str, int], **headers: str) -> TestClient:  # type: ignore[no-untyped-def]
+    return TestClient(app, client=address, headers=headers, raise_server_exceptions=False)
+
+
+def test_docs_and_metrics_are_served_to_loopback_clients_only_by_default(client: TestClient) -> None:
+    for address in (("127.0.0.1", 5000), ("::1", 5000), ("127.0.0.2", 5000)):
+        local = _from(client.app, address)
+        for path in OPERATOR_PATHS:
+            assert local.get(path).status_code == 200, (address, path)
+        assert "checks" in local.get("/readyz").json()
+    for lan in (_from(client.app, LAN), _from(client.app, LAN, **{"X-Forwarded-For": "127.0.0.1"})):
+        for path in OPERATOR_PATHS:
+            refused = lan.get(path)
+            assert refused.status_code == 403, path
+            assert f"{path} is served to clients on this host only" in refused.json()["message"]
+            assert "ENHANCER_DOCS_AND_METRICS" in refused.json()["message"]
+        ready = lan.get("/readyz")
+        assert ready.status_code == 503 and ready.json() == {"status": "not ready"}  # no reasons
+        assert lan.get("/healthz").status_code == 200
+        assert lan.get("/v1/records", headers=API_HEADERS).status_code == 200  # the API itself is open
+
+
+def test_behind_a_trusted_proxy_the_forwarded_client_counts(app_env) -> None:  # type: ignore[no-untyped-def]
+    app_env(ENHANCER_TRUSTED_PROXIES="127.0.0.1, 10.0.0.2")
+    app = create_app()
+    via_local_proxy = ("127.0.0.1", 5000)
+    assert (
+        _from(app, via_local_proxy, **{"X-Forwarded-For": "203.0.113.5"}).get("/metrics").status_code == 403
+    )
+    spoofed = _from(app, via_local_proxy, **{"X-Forwarded-For": "127.0.0.1, 203.0.113.5"})
+    assert spoofed.get("/metrics").status_code == 403  # the nearest hop is what the proxy saw
+    # A client on this host through the proxy on this host, or a request of that host without the header.
+    for forwarded in ("::1", "127.0.0.1"):
+        local = _from(app, via_local_proxy, **{"X-Forwarded-For": forwarded})
+        assert local.get("/metrics").status_code == 200, forwarded
+    assert _from(app, via_local_proxy).get("/metrics").status_code == 200
+    chained = _from(app, via_local_proxy, **{"X-Forwarded-For": "10.0.0.2, 127.0.0.1"})
+    assert chained.get("/metrics").status_code == 403  # every hop a proxy: the first, on another host
+    # A proxy on another host: its loopback clients are not this host's.
+    remote = _from(app, ("10.0.0.2", 5000), **{"X-Forwarded-For": "127.0.0.1"})
+    assert remote.get("/metrics").status_code == 403
+    ready = remote.get("/readyz").json()
+    assert set(ready) == {"status"}
+
+
+def test_docs_and_metrics_settings_key_and_open(app_env) -> None:  # type: ignore[no-untyped-def]
+    app_env(ENHANCER_DOCS_AND_METRICS="key")
+    lan = _from(create_app(), LAN)
+    for path in OPERATOR_PATHS:
+        missing = lan.get(path)
+        assert missing.status_code == 401 and "needs an API key" in missing.json()["message"], path
+        assert lan.get(path, headers={"X-API-Key": "wrong"}).status_code == 403
+        assert lan.get(path, headers=API_HEADERS).status_code == 200
+        assert lan.get(path, headers={"Authorization": f"Bearer {TEST_API_KEY}"}).status_code == 200
+    assert set(lan.get("/readyz").json()) == {"status"}
+    assert "checks" in lan.get("/readyz", headers=API_HEADERS).json()
+    assert _from(lan.app, ("127.0.0.1", 1)).get("/metrics").status_code == 200  # loopback: as before
+
+    app_env(ENHANCER_DOCS_AND_METRICS="open")
+    lan = _from(create_app(), LAN)
+    assert all(lan.get(path).status_code == 200 for path in OPERATOR_PATHS)
+    assert "checks" in lan.get("/readyz").json()
+
+
+def test_docs_pages_load_nothing_from_other_sites(client: TestClient) -> None:
+    external = re.compile(r"(?:https?:)?//[\w.-]+", re.IGNORECASE)
+    for path in ("/docs", "/redoc"):
+        page = client.get(path)
+        assert page.status_code == 200 and "newsletter-enhancer" in page.text
+        assert not external.findall(page.text), (path, external.findall(page.text))
+        urls = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+        assert urls and all(url.startswith("/docs/assets/") for url in urls), urls
+        for url in urls:
+            asset = client.get(url)
+            assert asset.status_code == 200 and len(asset.content) > 100, url
+            assert asset.headers["content-type"].split(";")[0] in {"text/javascript", "text/css", "image/png"}
+        csp = page.headers["content-security-policy"]
+        directives = dict(d.strip().split(" ", 1) for d in csp.split(";"))
+        assert directives["script-src"] == "'self'", csp  # no inline script, no other host
+        assert directives["default-src"] == "'none'" and directives["frame-ancestors"] == "'none'"
+        assert "http" not in csp and page.headers["x-frame-options"] == "DENY"
+    assert "SwaggerUIBundle" in client.get("/docs/assets/swagger-init.js").text
+    assert client.get("/docs/assets/../../core/config.py").status_code == 404
+    assert client.get("/docs/assets/core.py").status_code == 404  # only the listed files
+    assert "content-security-policy" not in client.get("/openapi.json").headers

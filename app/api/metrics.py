@@ -9,7 +9,7 @@ global one), so building several apps in one process (tests) registers nothing t
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from fastapi import FastAPI
@@ -185,9 +185,14 @@ def metrics_endpoint() -> Response:
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 
-def install_metrics(app: FastAPI) -> None:
-    """Add the request middleware and GET /metrics to the app."""
+def install_metrics(app: FastAPI, *, dependencies: Sequence[Any] = ()) -> None:
+    """Add the request middleware and GET /metrics (behind `dependencies`: who may read it) to the app."""
     app.add_middleware(MetricsMiddleware)
     app.add_api_route(
-        "/metrics", metrics_endpoint, methods=["GET"], tags=["operations"], include_in_schema=False
+        "/metrics",
+        metrics_endpoint,
+        methods=["GET"],
+        tags=["operations"],
+        include_in_schema=False,
+        dependencies=list(dependencies),
     )

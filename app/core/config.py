@@ -89,8 +89,14 @@ class Settings(BaseSettings):
     max_item_chars: int = Field(
         default=MAX_CONTENT_CHARS, ge=1, le=MAX_CONTENT_CHARS, validation_alias="ENHANCER_MAX_ITEM_CHARS"
     )
-    # Reverse proxies (comma-separated IPs) whose X-Forwarded-Host the review page's origin check believes.
+    # Reverse proxies (comma-separated IPs) whose X-Forwarded-Host (the review page's origin check) and
+    # X-Forwarded-For (who is a loopback client, below) the app believes.
     trusted_proxies: str = Field(default="", validation_alias="ENHANCER_TRUSTED_PROXIES")
+    # Who may read /metrics, /docs, /redoc, /openapi.json and /readyz's details (app/api/exposure.py):
+    # loopback clients only; loopback clients and requests with an API key; or everyone.
+    docs_and_metrics: Literal["loopback", "key", "open"] = Field(
+        default="loopback", validation_alias="ENHANCER_DOCS_AND_METRICS"
+    )
     # The review page's sign-in lasts this long (a server-side session; sign out ends it at once).
     review_session_hours: float = Field(default=168.0, gt=0, validation_alias="ENHANCER_REVIEW_SESSION_HOURS")
     max_queued_jobs: int = Field(default=10_000, ge=1, validation_alias="ENHANCER_MAX_QUEUED_JOBS")

@@ -2,8 +2,8 @@
 the topic vocabulary (rename, merge), and search.
 
 The same rules as the record pages: server-rendered, no script, every form post checked for its
-origin (`same_origin`), and the decisions go through the knowledge layer's own functions, which
-the API's POST /v1/stories/split|merge and /v1/topics routes use too.
+origin and CSRF token (`check_form_post`), and the decisions go through the knowledge layer's own
+functions, which the API's POST /v1/stories/split|merge and /v1/topics routes use too.
 """
 
 from __future__ import annotations
@@ -20,15 +20,10 @@ from app.knowledge.search import search
 from app.knowledge.stories import merge_stories, resolve_story, split_record
 from app.knowledge.story_query import get_story_view
 from app.knowledge.topics import TopicConflict, get_topic, list_topics, merge_topics, rename_topic
-from app.web.routes import same_origin, templates
+from app.web.routes import FormPostDep, templates
 
 router = APIRouter(prefix="/review", include_in_schema=False)
 TOPICS_PAGE = 200
-
-
-def _check_origin(request: Request) -> None:
-    if not same_origin(request):
-        raise HTTPException(status_code=403, detail="cross-site form post refused")
 
 
 @router.get("/stories/{story_id}", response_class=HTMLResponse)
@@ -44,9 +39,8 @@ def review_story(request: Request, story_id: str) -> Response:
     return templates.TemplateResponse(request, "review_story.html", context)
 
 
-@router.post("/records/{record_id}/split")
-def review_split(request: Request, record_id: str) -> Response:
-    _check_origin(request)
+@router.post("/records/{record_id}/split", dependencies=[FormPostDep])
+def review_split(record_id: str) -> Response:
     with session_scope() as session:
         record = get_record(session, record_id=record_id)
         if record is None or record.story_id is None:
@@ -56,9 +50,8 @@ def review_split(request: Request, record_id: str) -> Response:
     return RedirectResponse(f"/review/stories/{story_id}?notice=split", status_code=303)
 
 
-@router.post("/stories/{story_id}/merge")
+@router.post("/stories/{story_id}/merge", dependencies=[FormPostDep])
 async def review_merge_story(request: Request, story_id: str) -> Response:
-    _check_origin(request)
     form = await request.form()
     other_id = str(form.get("merged") or "").strip()[:32]
     with session_scope() as session:
@@ -90,10 +83,9 @@ def review_topics(request: Request) -> Response:
     return templates.TemplateResponse(request, "review_topics.html", context)
 
 
-@router.post("/topics/{topic_id}")
+@router.post("/topics/{topic_id}", dependencies=[FormPostDep])
 async def review_topic_change(request: Request, topic_id: str) -> Response:
     """One form per topic: rename it, or merge it into another entry."""
-    _check_origin(request)
     form = await request.form()
     action = form.get("action")
     with session_scope() as session:

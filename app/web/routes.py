@@ -2,24 +2,29 @@
 
 Server-rendered (Jinja2), no JavaScript needed. Corrections go through the same validation as
 `PUT /v1/records/{id}/correction`; an invalid one is shown again with inline errors and nothing
-is saved.
+is saved. Every form post of a signed-in browser carries the session's CSRF token and names this
+site as its origin (`check_form_post`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
+from app.api.deps import API_KEY_HEADER, REVIEW_SESSION_COOKIE
 from app.contract import CATEGORIES, GeneratedMetadata, html_to_text
 from app.contract.metadata import Sentiment, Urgency
 from app.core.config import get_settings
 from app.core.db import read_session_scope, session_scope
+from app.core.security import configured_key_digests, key_is_valid
 from app.corrections import (
     CorrectionInvalid,
     clear_correction,
@@ -181,10 +186,51 @@ def same_origin(request: Request) -> bool:
     return urlsplit(source).netloc in hosts - {""}
 
 
-@router.post("/records/{record_id}", response_class=HTMLResponse)
-async def review_save(request: Request, record_id: str) -> Response:
+CSRF_FIELD = "csrf_token"
+_CSRF_CONTEXT = b"enhancer review form post"
+
+
+def csrf_token(request: Request) -> str:
+    """The signed-in session's form token: an HMAC of the session's random token (the httponly
+    cookie), so each session has its own and the server stores nothing more. A page that another
+    site cannot read is the only place to learn it. Empty without a session (the API key header)."""
+    session = request.cookies.get(REVIEW_SESSION_COOKIE)
+    if not session:
+        return ""
+    return hmac.new(session.encode(), _CSRF_CONTEXT, hashlib.sha256).hexdigest()
+
+
+def _header_key_valid(request: Request) -> bool:
+    """A script's API key header: no browser sends that cross-site, so such a post needs no token."""
+    authorization = request.headers.get("authorization", "")
+    bearer = authorization[7:].strip() if authorization[:7].lower() == "bearer " else None
+    key = request.headers.get(API_KEY_HEADER) or bearer
+    return key is not None and key_is_valid(key, configured_key_digests(get_settings()))
+
+
+async def check_form_post(request: Request) -> None:
+    """Every state-changing review post: its origin is this site, and (signed in with a session)
+    the form carries the session's CSRF token. 403 otherwise, before anything is read or saved."""
     if not same_origin(request):
         raise HTTPException(status_code=403, detail="cross-site form post refused")
+    if _header_key_valid(request):
+        return
+    expected = csrf_token(request)
+    sent = str((await request.form()).get(CSRF_FIELD) or "")
+    if not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
+        raise HTTPException(
+            status_code=403,
+            detail="the form's CSRF token is missing or wrong (a form of another session, or from "
+            "another site): reload the page and submit it again; nothing was saved",
+        )
+
+
+FormPostDep = Depends(check_form_post)
+templates.env.globals["csrf_token"] = csrf_token
+
+
+@router.post("/records/{record_id}", response_class=HTMLResponse, dependencies=[FormPostDep])
+async def review_save(request: Request, record_id: str) -> Response:
     form = await request.form()
     row = _row_or_404(record_id)
     args = _filter_args(request)

@@ -20,7 +20,7 @@ from app.core.config import Settings
 from app.core.db import session_scope
 from app.core.security import configured_key_digests, key_is_valid
 from app.crud import create_review_session, delete_review_session
-from app.web.routes import same_origin, templates
+from app.web.routes import check_form_post, same_origin, templates
 
 router = APIRouter(prefix="/review", include_in_schema=False)
 
@@ -43,6 +43,7 @@ def _start_session(token: str, settings: Settings) -> None:
 
 @router.post("/login", response_class=HTMLResponse)
 async def sign_in(request: Request, settings: SettingsDep) -> Response:
+    # No session yet, so no CSRF token: the origin check (and the key in the form) stand for it.
     if not same_origin(request):
         raise HTTPException(status_code=403, detail="cross-site form post refused")
     key = str((await request.form()).get("api_key") or "").strip()
@@ -74,6 +75,7 @@ async def sign_out(request: Request) -> Response:
         raise HTTPException(status_code=403, detail="cross-site form post refused")
     token = request.cookies.get(REVIEW_SESSION_COOKIE)
     if token:
+        await check_form_post(request)  # the session's CSRF token too
         await run_in_threadpool(_end_session, token)
     response = RedirectResponse("/review/login?signed_out=1", status_code=303)
     response.delete_cookie(REVIEW_SESSION_COOKIE, path="/review")

@@ -2,11 +2,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from app.api.deps import ReadSessionDep, SettingsDep
+from app.api.exposure import refusal
 from app.crud import live_workers
 
 router = APIRouter(tags=["health"])
@@ -30,8 +31,11 @@ def _broker_ok(url: str) -> tuple[bool, str]:
 
 
 @router.get("/readyz", responses={503: {"description": "Not ready: see checks"}})
-def readyz(session: ReadSessionDep, settings: SettingsDep) -> JSONResponse:
-    """Database reachable, broker reachable, and at least one worker heartbeat recently."""
+def readyz(request: Request, session: ReadSessionDep, settings: SettingsDep) -> JSONResponse:
+    """Database reachable, broker reachable, and at least one worker heartbeat recently.
+
+    The checks (error texts name hosts and drivers) go to those who may read /metrics
+    (ENHANCER_DOCS_AND_METRICS, app/api/exposure.py); anyone else gets the status alone."""
     checks: dict[str, Any] = {}
     try:
         session.execute(text("SELECT 1"))
@@ -45,6 +49,7 @@ def readyz(session: ReadSessionDep, settings: SettingsDep) -> JSONResponse:
     except Exception as error:
         workers, checks["workers"] = [], f"{type(error).__name__}: {error}"
     ready = checks["database"] == "ok" and ok and bool(workers)
-    return JSONResponse(
-        {"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503
-    )
+    body: dict[str, Any] = {"status": "ready" if ready else "not ready"}
+    if refusal(request, settings) is None:
+        body["checks"] = checks
+    return JSONResponse(body, status_code=200 if ready else 503)
