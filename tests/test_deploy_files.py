@@ -129,4 +129,33 @@ def test_compose_wiring() -> None:
 
     assert services["redis"]["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
     assert flower["profiles"] == ["monitoring"]
-    assert "--broker=redis://redis:6379/0" in flower["command"]
+    assert "--broker=redis://redis:6379/0" in " ".join(flower["command"])
+
+
+def test_compose_publishes_on_loopback_and_flower_behind_basic_auth() -> None:
+    """The API and Flower are published on 127.0.0.1 unless asked otherwise; Flower needs a password."""
+    services = compose()["services"]
+    api, flower = services["api"], services["flower"]
+    assert api["ports"] == ["${ENHANCER_BIND:-127.0.0.1}:${ENHANCER_PORT:-8000}:8000"]
+    assert api["environment"]["ENHANCER_DOCS_AND_METRICS"] == "${ENHANCER_DOCS_AND_METRICS:-open}"
+    assert flower["ports"] == ["127.0.0.1:5555:5555"]
+    assert flower["environment"]["FLOWER_BASIC_AUTH"] == "${FLOWER_BASIC_AUTH:-}"
+    script = flower["command"][-1]
+    assert flower["command"][:2] == ["sh", "-c"] and script.index("test -n") < script.index("exec celery")
+    for service in services.values():  # nothing else is published at all
+        assert all(
+            str(port).startswith(("127.0.0.1:", "${ENHANCER_BIND")) for port in service.get("ports", [])
+        )
+
+
+def test_the_flower_guard_refuses_to_start_without_basic_auth() -> None:
+    """The guard as compose hands it to sh (compose turns $$ into $), `exec celery` made a stub."""
+    script = compose()["services"]["flower"]["command"][-1].replace("$$", "$")
+    script = script.replace("exec celery", "echo started celery")
+    refused = subprocess.run(
+        ["sh", "-c", script], env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True
+    )
+    assert refused.returncode == 1 and "set FLOWER_BASIC_AUTH" in refused.stderr
+    env = {"PATH": "/usr/bin:/bin", "FLOWER_BASIC_AUTH": "admin:secret"}
+    started = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True)
+    assert started.returncode == 0 and "started celery --broker=redis://redis:6379/0 flower" in started.stdout
