@@ -21,7 +21,7 @@ _BODY = "Every generated field (see `enhancer schema --generated`)."
 @router.put(
     "/{record_id}/correction",
     response_model=RecordOut,
-    responses={404: {"model": ErrorOut}, 422: {"model": ErrorOut}},
+    responses={400: {"model": ErrorOut}, 404: {"model": ErrorOut}, 422: {"model": ErrorOut}},
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": _SCHEMA}}}},
 )
 def put_correction(
