@@ -17,6 +17,23 @@ from tests.imap_server import ImapServer
 from tests.tiny_model import build_tiny_llama
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _in_process_clients_are_local() -> None:
+    """Starlette's TestClient names its client "testclient", an address no server reports; give it
+    the one a client on this host has, so app/api/exposure.py's rules treat it as any local client.
+    Tests of other addresses pass `client=` (tests/test_security.py's LAN client)."""
+    from starlette.testclient import TestClient
+
+    init = TestClient.__init__
+
+    def __init__(self, *args, client=("127.0.0.1", 50000), **kwargs):  # type: ignore[no-untyped-def]
+        init(self, *args, client=client, **kwargs)
+
+    TestClient.__init__ = __init__  # type: ignore[method-assign]
+
+
+_in_process_clients_are_local()
 POSTGRES_ADMIN_URL = os.environ.get("ENHANCER_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("ENHANCER_TEST_REDIS", "redis://127.0.0.1:6379")
 # Every /v1 route needs an API key: service_env configures this one; clients send API_HEADERS,

@@ -150,7 +150,7 @@ def test_a_sign_in_post_must_come_from_this_site(client: TestClient, monkeypatch
     assert post(**proxied).status_code == 403  # the test client is no trusted proxy ...
     from app.core.config import get_settings
 
-    monkeypatch.setenv("ENHANCER_TRUSTED_PROXIES", "testclient")
+    monkeypatch.setenv("ENHANCER_TRUSTED_PROXIES", "127.0.0.1")
     get_settings.cache_clear()
     assert post(**proxied).status_code == 303  # ... until it is configured as one
 

@@ -27,10 +27,6 @@ from app.api.deps import API_KEY_HEADER, SettingsDep
 from app.core.config import Settings
 from app.core.security import configured_key_digests, key_is_valid
 
-# Starlette's TestClient calls the app in-process (no socket) and names its client "testclient".
-# No server gives that name: uvicorn reports an IP address, or no client at all (a Unix socket).
-IN_PROCESS_CLIENT = "testclient"
-
 
 def client_host(request: Request, settings: Settings) -> str | None:
     """The address the request comes from (see the module docstring); None when unknown (a Unix socket)."""
@@ -58,8 +54,6 @@ def is_local(request: Request, settings: Settings) -> bool:
 def is_loopback(host: str | None) -> bool:
     if host is None:
         return False
-    if host == IN_PROCESS_CLIENT:
-        return True
     try:
         address = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
