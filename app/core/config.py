@@ -176,8 +176,10 @@ class Settings(BaseSettings):
         return self.data_dir / "models"
 
     def ensure_dirs(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.models_dir.mkdir(parents=True, exist_ok=True)
+        """The data directory and its models directory exist, owner-only (app/core/private_files.py)."""
+        from app.core.private_files import private_data_dir
+
+        private_data_dir(self.data_dir, subdirs=(self.models_dir,))
 
 
 @lru_cache

@@ -8,7 +8,7 @@ from alembic import command
 from alembic.config import Config
 
 import migrations
-from app.core.private_files import private_data_dir, private_sqlite_file, sqlite_file
+from app.core.private_files import private_sqlite_file, sqlite_file
 
 MIGRATIONS_DIR = Path(migrations.__file__).parent
 
@@ -29,7 +29,7 @@ def upgrade_database(url: str) -> None:
     if database is not None:
         settings = get_settings()
         if database.parent == settings.data_dir:
-            private_data_dir(settings.data_dir, subdirs=(settings.models_dir,))
+            settings.ensure_dirs()
         private_sqlite_file(database)
     command.upgrade(alembic_config(url), "head")
     if database is not None:
@@ -43,5 +43,4 @@ def migrate_data_dir() -> None:
 
     settings = get_settings()
     settings.ensure_dirs()
-    private_data_dir(settings.data_dir, subdirs=(settings.models_dir,))
     upgrade_database(settings.sqlalchemy_url)
