@@ -175,16 +175,25 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sqlite_database_or_guidance(url: str, path: str) -> Path | None:
+    """The SQLite file backup/restore work on; on PostgreSQL, None after printing pg_dump's commands."""
+    from app.core.backup import postgres_guidance
+    from app.core.private_files import sqlite_file
+
+    database = sqlite_file(url)
+    if database is None:
+        print(f"error: {postgres_guidance(url, dump_file=path)}", file=sys.stderr)
+    return database
+
+
 def cmd_backup(args: argparse.Namespace) -> int:
     """SQLite: a consistent online copy (the service may keep running). PostgreSQL: pg_dump's command."""
     _apply_data_dir(args)
-    from app.core.backup import BackupError, backup_sqlite, postgres_guidance
-    from app.core.private_files import sqlite_file
+    from app.core.backup import BackupError, backup_sqlite
 
     settings = _settings()
-    database = sqlite_file(settings.sqlalchemy_url)
+    database = _sqlite_database_or_guidance(settings.sqlalchemy_url, args.path)
     if database is None:
-        print(f"error: {postgres_guidance(settings.sqlalchemy_url, dump_file=args.path)}", file=sys.stderr)
         return 2
     try:
         copied = backup_sqlite(database=database, target=Path(args.path))
@@ -198,18 +207,15 @@ def cmd_backup(args: argparse.Namespace) -> int:
 def cmd_restore(args: argparse.Namespace) -> int:
     """Copy a backup into the data directory's database, then migrate it to the latest revision."""
     _apply_data_dir(args)
-    from app.core.backup import BackupError, postgres_guidance, restore_sqlite
+    from app.core.backup import BackupError, restore_sqlite
     from app.core.migrate import upgrade_database
-    from app.core.private_files import private_data_dir, sqlite_file
 
     settings = _settings()
-    database = sqlite_file(settings.sqlalchemy_url)
+    database = _sqlite_database_or_guidance(settings.sqlalchemy_url, args.path)
     if database is None:
-        print(f"error: {postgres_guidance(settings.sqlalchemy_url, dump_file=args.path)}", file=sys.stderr)
         return 2
     if database.parent == settings.data_dir:
         settings.ensure_dirs()
-        private_data_dir(settings.data_dir, subdirs=(settings.models_dir,))
     try:
         copied = restore_sqlite(source=Path(args.path), database=database, force=args.force)
     except BackupError as exc:

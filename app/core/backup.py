@@ -108,6 +108,20 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _copy(
+    source: Path, target: Path, *, source_read_only: bool, journal_mode: str, timeout: float
+) -> tuple[list[str], dict[str, int]]:
+    """SQLite's online backup of `source` into `target` (every page in one step: one read transaction,
+    so a consistent snapshot while others write); the copy's integrity_check errors and row counts."""
+    with (
+        contextlib.closing(_connect(source, read_only=source_read_only, busy_timeout_seconds=timeout)) as src,
+        contextlib.closing(_connect(target, read_only=False, busy_timeout_seconds=timeout)) as copy,
+    ):
+        src.backup(copy)
+        copy.execute(f"PRAGMA journal_mode={journal_mode}")
+        return integrity_errors(copy), count_rows(copy)
+
+
 def backup_sqlite(*, database: Path, target: Path, busy_timeout_seconds: float = 30.0) -> Copied:
     """Copy the live database to `target` (replaced if it exists) as one consistent snapshot."""
     if not database.is_file():
@@ -124,19 +138,14 @@ def backup_sqlite(*, database: Path, target: Path, busy_timeout_seconds: float =
     chmod_private(temporary, FILE_MODE)
     try:
         try:
-            source = _connect(database, read_only=False, busy_timeout_seconds=busy_timeout_seconds)
-            try:
-                copy = sqlite3.connect(temporary, isolation_level=None)
-                try:
-                    source.backup(copy)  # pages=-1: every page in one step, one read transaction
-                    # A standalone file: no -wal next to it to lose when it is copied elsewhere.
-                    copy.execute("PRAGMA journal_mode=DELETE")
-                    errors = integrity_errors(copy)
-                    counts = count_rows(copy)
-                finally:
-                    copy.close()
-            finally:
-                source.close()
+            # A standalone file (journal DELETE): no -wal next to it to lose when it is copied elsewhere.
+            errors, counts = _copy(
+                database,
+                temporary,
+                source_read_only=False,
+                journal_mode="DELETE",
+                timeout=busy_timeout_seconds,
+            )
         except sqlite3.Error as exc:
             raise BackupError(f"backing up {database} failed: {exc}") from exc
         if errors:
@@ -205,17 +214,10 @@ def restore_sqlite(
             )
     private_sqlite_file(database)
     try:
-        source_conn = _connect(source, read_only=True, busy_timeout_seconds=busy_timeout_seconds)
-        try:
-            target_conn = _connect(database, read_only=False, busy_timeout_seconds=busy_timeout_seconds)
-            try:
-                source_conn.backup(target_conn)
-                target_conn.execute("PRAGMA journal_mode=WAL")  # as the service runs it (app.core.db)
-                errors = integrity_errors(target_conn)
-            finally:
-                target_conn.close()
-        finally:
-            source_conn.close()
+        # journal WAL: as the service runs it (app.core.db)
+        errors, _ = _copy(
+            source, database, source_read_only=True, journal_mode="WAL", timeout=busy_timeout_seconds
+        )
     except sqlite3.Error as exc:
         raise BackupError(f"restoring into {database} failed: {exc}") from exc
     if errors:
