@@ -225,3 +225,16 @@ def test_a_worker_whose_result_meets_a_full_disk_fails_the_job_with_the_reason(
         assert job["record_id"] is None
         assert worker.process.poll() is None  # the worker goes on
         worker.stop()
+
+
+def test_commits_that_answer_a_submission_are_synced_to_disk(service_env, monkeypatch) -> None:
+    """synchronous=FULL: WAL commits are fsynced before the 202 (NORMAL may lose them on a power cut)."""
+    from app.core.db import get_engine
+
+    def synchronous() -> int:
+        with get_engine().connect() as conn:
+            return conn.exec_driver_sql("PRAGMA synchronous").scalar_one()
+
+    assert synchronous() == 2  # FULL, the default
+    apply_env(monkeypatch, service_env, ENHANCER_SQLITE_SYNCHRONOUS="NORMAL")  # the documented opt-out
+    assert synchronous() == 1
