@@ -13,10 +13,12 @@ from app.contract.field_guards import (
     SUMMARY_IS_HEADLINE,
     SUMMARY_IS_LABEL,
     SUMMARY_TOO_FEW_WORDS,
+    TOPIC_FROM_ENTITY,
     TOPIC_REPEATS_WORDS,
     guard_rejection,
     kept_action_items,
     repeats_labels,
+    topics_with_lead_entities,
 )
 from app.contract.prompt import SYSTEM_PROMPT
 from worker.pipeline import (
@@ -41,6 +43,8 @@ GOOD = {
     "relevance_score": 8,
     "action_items": ["Try the Nemotron models on an agent benchmark"],
 }
+# No topic of GOOD names its entities: every record stored from it lists them among its topics too.
+LEAD_ENTITIES = ["Nvidia", "Nemotron"]
 
 
 def _check(**changes: object) -> str | None:
@@ -145,6 +149,35 @@ def test_pipeline_drops_label_action_items_and_counts_the_drop() -> None:
     }
 
 
+@pytest.mark.parametrize(
+    ("topics", "entities", "expected"),
+    [
+        (["AI Chip"], ["OpenAI", "Broadcom", "TSMC"], ["AI Chip", "OpenAI", "Broadcom"]),  # the first two
+        (["OpenAI Sora", "Video"], ["OpenAI", "Sora"], ["OpenAI Sora", "Video"]),  # already named
+        (["Agents"], ["Google DeepMind"], ["Agents", "Google DeepMind"]),
+        (["Google"], ["Google DeepMind"], ["Google"]),  # the topic's words are the entity's
+        (["A", "B", "C", "D"], ["Nvidia", "Arm"], ["A", "B", "C", "D", "Nvidia"]),  # at most 5 topics
+        (["A", "B", "C", "D", "E"], ["Nvidia"], ["A", "B", "C", "D", "E"]),
+        (["Chips"], ["X", "A" * 49], ["Chips"]),  # out of the contract's 2-48 characters
+        (["Chips"], [], ["Chips"]),
+    ],
+)
+def test_the_lead_entities_are_key_topics_when_no_topic_names_them(
+    topics: list[str], entities: list[str], expected: list[str]
+) -> None:
+    assert topics_with_lead_entities(topics, entities) == expected
+
+
+def test_the_stored_record_names_its_lead_entities_among_its_topics_counted_once() -> None:
+    # The first attempt is guard-rejected, the retry's summary is taken: the topics gain the lead
+    # entities once, on the record that is kept.
+    runtime = ScriptedRuntime([{**GOOD, "summary": "AI Guide Agents"}], [GOOD])
+    [outcome] = enhance_items(runtime, [ITEM])  # type: ignore[arg-type]
+    assert outcome.metadata is not None
+    assert outcome.metadata.key_topics == ["Open Models", "Reasoning", "Nvidia", "Nemotron"]
+    assert outcome.repairs == {TOPIC_FROM_ENTITY: 2}
+
+
 class ScriptedRuntime:
     """Answers each generate call with the next scripted texts: the pipeline's logic is under test
     here, not a model (the real runtimes are tested in test_runtime.py)."""
@@ -175,9 +208,10 @@ def test_a_retry_replaces_only_the_field_the_guard_rejected() -> None:
     [outcome] = enhance_items(runtime, [ITEM])  # type: ignore[arg-type]
     record = outcome.metadata
     assert record is not None and record.summary == GOOD["summary"]
-    assert record.entities == GOOD["entities"] and record.key_topics == GOOD["key_topics"]
+    assert record.entities == GOOD["entities"]
+    assert record.key_topics == [*GOOD["key_topics"], *LEAD_ENTITIES]  # the greedy topics
     assert outcome.rejections == [SUMMARY_TOO_FEW_WORDS] and outcome.attempts == 2
-    assert outcome.repairs == {}
+    assert outcome.repairs == {TOPIC_FROM_ENTITY: 2}
 
 
 def test_a_merge_the_guards_reject_takes_the_whole_retry() -> None:
@@ -186,7 +220,8 @@ def test_a_merge_the_guards_reject_takes_the_whole_retry() -> None:
     retry = {**GOOD, "summary": "Open reasoning models for agents", "key_topics": ["Reasoning"]}
     [outcome] = enhance_items(ScriptedRuntime([first], [retry]), [ITEM])  # type: ignore[arg-type]
     assert outcome.metadata is not None
-    assert outcome.metadata.summary == retry["summary"] and outcome.metadata.key_topics == ["Reasoning"]
+    assert outcome.metadata.summary == retry["summary"]
+    assert outcome.metadata.key_topics == ["Reasoning", *LEAD_ENTITIES]
 
 
 def test_when_every_attempt_is_guard_rejected_the_record_is_mended_not_lost() -> None:
@@ -196,11 +231,11 @@ def test_when_every_attempt_is_guard_rejected_the_record_is_mended_not_lost() ->
     record = outcome.metadata
     assert record is not None, outcome.error
     assert outcome.rejections == [TOPIC_REPEATS_WORDS, TOPIC_REPEATS_WORDS]
-    assert record.key_topics == ["AI Technique", "Reasoning"]
+    assert record.key_topics == ["AI Technique", "Reasoning", *LEAD_ENTITIES]
     assert (
         record.summary == "Nvidia released Nemotron, a family of open reasoning models for building agents."
     )
-    assert outcome.repairs == {TOPIC_REPEATS_WORDS: 1, SUMMARY_FROM_ITEM: 1}
+    assert outcome.repairs == {TOPIC_REPEATS_WORDS: 1, SUMMARY_FROM_ITEM: 1, TOPIC_FROM_ENTITY: 2}
     assert (
         guard_rejection(
             summary=record.summary, key_topics=record.key_topics, entities=record.entities, headline=HEADLINE
@@ -214,7 +249,7 @@ def test_a_summary_the_item_cannot_mend_is_kept_and_counted() -> None:
     runtime = ScriptedRuntime([{**GOOD, "summary": HEADLINE}], [{**GOOD, "summary": HEADLINE}])
     [outcome] = enhance_items(runtime, [item])  # type: ignore[arg-type]
     assert outcome.metadata is not None and outcome.metadata.summary == HEADLINE
-    assert outcome.repairs == {f"kept_{SUMMARY_IS_HEADLINE}": 1}
+    assert outcome.repairs == {f"kept_{SUMMARY_IS_HEADLINE}": 1, TOPIC_FROM_ENTITY: 2}
 
 
 def test_schema_failures_still_fail_the_job() -> None:

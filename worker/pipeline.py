@@ -28,6 +28,7 @@ from app.contract.derived import DerivedFields
 from app.contract.field_guards import (
     ACTION_ITEM_REPEATS_LABEL,
     SUMMARY_FROM_ITEM,
+    TOPIC_FROM_ENTITY,
     TOPIC_REPEATS_WORDS,
     GuardRejection,
     collapse_repeats,
@@ -35,6 +36,7 @@ from app.contract.field_guards import (
     kept_action_items,
     lead_sentences,
     summary_rejection,
+    topics_with_lead_entities,
 )
 from app.contract.grounding import dedupe, is_grounded, normalize_text
 from app.contract.prompt import MAX_PROMPT_TEXT_CHARS
@@ -424,4 +426,18 @@ def enhance_items(runtime: ModelRuntime, items: list[ItemInput]) -> list[Enhance
                 outcome.error = None
             except OutputRejected as error:  # not expected: repair only writes bounded fields
                 outcome.error = f"{outcome.error}; repair failed: {error}"
+    for outcome in outcomes:
+        if outcome.metadata is not None:
+            outcome.metadata = with_lead_entity_topics(outcome.metadata, outcome)
     return outcomes
+
+
+def with_lead_entity_topics(record: NewsMetadata, outcome: EnhanceOutcome) -> NewsMetadata:
+    """The stored record's topics name its lead entities (field_guards.topics_with_lead_entities).
+    Applied once, to the record that is kept: the guards' verdicts do not change (they already
+    read the entities beside the topics)."""
+    topics = topics_with_lead_entities(record.key_topics, record.entities)
+    if len(topics) == len(record.key_topics):
+        return record
+    tally(outcome.repairs, TOPIC_FROM_ENTITY, len(topics) - len(record.key_topics))
+    return record.model_copy(update={"key_topics": topics})

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from app.contract.grounding import normalize_text
-from app.contract.metadata import SUMMARY_MAX, SUMMARY_MIN
+from app.contract.metadata import SUMMARY_MAX, SUMMARY_MIN, TOPIC_MAX, TOPIC_MIN, TOPICS_MAX_ITEMS
 from app.contract.prompt import SYSTEM_PROMPT
 
 # A sentence that says what happened has a subject, a verb and what it is about.
@@ -38,6 +38,11 @@ SUMMARY_IS_HEADLINE = "summary_is_headline"
 SUMMARY_IS_LABEL = "summary_is_topic_or_entity"
 TOPIC_REPEATS_WORDS = "topic_repeats_words"
 ACTION_ITEM_REPEATS_LABEL = "action_item_repeats_topic_or_entity"
+TOPIC_FROM_ENTITY = "topic_from_lead_entity"
+# The first entities an item names are what it is about: key topics too, when no topic names them.
+# In the labelled seed stories the first company is a key topic in 44 of 54, the second in 10 of 17;
+# a topic the tuned 135M writes itself matches a labelled one about a third of the time.
+LEAD_ENTITIES_AS_TOPICS = 2
 # Repairs (the last resort when every attempt was rejected by a guard only).
 SUMMARY_FROM_ITEM = "summary_from_item_text"
 
@@ -140,6 +145,24 @@ def guard_rejection(
 def kept_action_items(action_items: list[str], *, key_topics: list[str], entities: list[str]) -> list[str]:
     labels = [*key_topics, *entities]
     return [item for item in action_items if not repeats_labels(item, labels)]
+
+
+def _covers(topic: str, entity: str) -> bool:
+    """The topic names the entity ("OpenAI Sora" names OpenAI), or the entity the topic."""
+    topic_words, entity_words = set(_words(_key(topic))), set(_words(_key(entity)))
+    return bool(topic_words and entity_words) and (entity_words <= topic_words or topic_words <= entity_words)
+
+
+def topics_with_lead_entities(key_topics: list[str], entities: list[str]) -> list[str]:
+    """The topics, then each of the first LEAD_ENTITIES_AS_TOPICS entities that no topic names, while
+    there is room for one more topic within the contract's bounds."""
+    topics = list(key_topics)
+    for entity in entities[:LEAD_ENTITIES_AS_TOPICS]:
+        if len(topics) >= TOPICS_MAX_ITEMS:
+            break
+        if TOPIC_MIN <= len(entity) <= TOPIC_MAX and not any(_covers(topic, entity) for topic in topics):
+            topics.append(entity)
+    return topics
 
 
 def collapse_repeats(topic: str) -> str:
