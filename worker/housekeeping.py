@@ -12,6 +12,7 @@ from celery.signals import worker_ready, worker_shutdown
 from app.core.broker import enqueue_deliveries
 from app.core.config import get_settings
 from app.core.db import read_session_scope, session_scope
+from app.core.db_errors import warn_database_failure
 from app.crud import reconcile_jobs, record_heartbeat
 from app.knowledge.webhooks import due_deliveries
 from app.models import utcnow
@@ -72,8 +73,8 @@ class Housekeeper(threading.Thread):
                     last_reconcile = time.monotonic()
                     reconcile_once()
                     index_backlog()
-            except Exception:  # the database may be briefly locked or down; try again next tick
-                log.warning("housekeeping failed", exc_info=True)
+            except Exception as exc:  # the database may be briefly locked or down; try again next tick
+                warn_database_failure(log, "housekeeping failed", exc)
             self.stopped.wait(settings.worker_heartbeat_seconds)
 
 

@@ -6,6 +6,7 @@ import logging
 import threading
 
 from app.core.db import session_scope
+from app.core.db_errors import warn_database_failure
 from app.crud import renew_leases
 
 log = logging.getLogger("worker.jobs")
@@ -27,8 +28,8 @@ class LeaseKeeper(threading.Thread):
             try:
                 with session_scope() as session:
                     renew_leases(session, claim_token=self.claim_token, lease_seconds=self.lease_seconds)
-            except Exception:  # database briefly locked: the next tick (well within the lease) retries
-                log.warning("lease renewal failed", exc_info=True)
+            except Exception as exc:  # database briefly locked: the next tick (well within the lease) retries
+                warn_database_failure(log, "lease renewal failed", exc)
 
     def stop(self) -> None:
         self.stopped.set()

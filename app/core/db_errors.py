@@ -5,6 +5,7 @@ until their lease runs out. Anything else stays an error (500, or a failed job).
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from dataclasses import dataclass
 from typing import Literal
@@ -73,3 +74,13 @@ def _postgres_reason(error: BaseException) -> Reason | None:
     if type(error).__name__ == "OperationalError" and type(error).__module__.startswith("psycopg"):
         return "unreachable"
     return None
+
+
+def warn_database_failure(log: logging.Logger, what: str, error: BaseException) -> None:
+    """A background task's failure: one line for a locked or full database (it recurs every tick
+    until it clears), the traceback for anything else."""
+    unavailable = database_unavailable(error)
+    if unavailable is None:
+        log.warning(what, exc_info=error)
+    else:
+        log.warning("%s: %s", what, unavailable.describe())
