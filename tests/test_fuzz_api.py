@@ -39,7 +39,9 @@ def api_schema(service_env, database_url, monkeypatch):  # type: ignore[no-untyp
     from app.core.migrate import upgrade_database
     from app.main import create_app
 
-    apply_env(monkeypatch, service_env, DATABASE_URL=database_url)
+    # schemathesis's in-process client has no loopback address; who may read /openapi.json is
+    # tests/test_security.py's subject, not this one's.
+    apply_env(monkeypatch, service_env, DATABASE_URL=database_url, ENHANCER_DOCS_AND_METRICS="open")
     get_settings().ensure_dirs()
     upgrade_database(get_settings().sqlalchemy_url)
     return schemathesis.openapi.from_asgi("/openapi.json", create_app(migrate=False))
