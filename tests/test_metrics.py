@@ -55,7 +55,9 @@ def test_metrics_and_json_job_logs_after_real_jobs(service_env, start_worker, se
         while True:
             after = scrape(client)
             items_done = sum(matching(after, "enhancer_worker_generated_items_total").values())
-            if items_done >= len(items) or time.monotonic() > deadline:
+            # Jobs count once stored, after generation: a heartbeat may fall between the two.
+            jobs_done = sum(matching(after, "enhancer_worker_jobs_succeeded_total").values())
+            if (items_done >= len(items) and jobs_done >= len(items)) or time.monotonic() > deadline:
                 break
             time.sleep(0.3)
 

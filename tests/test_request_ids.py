@@ -367,7 +367,9 @@ def test_the_token_bucket_refills_at_its_rate() -> None:
 def test_over_the_rate_limit_is_429_with_retry_after(app_env) -> None:  # type: ignore[no-untyped-def]
     app_env(
         ENHANCER_API_KEYS=f"{TEST_API_KEY},second-key",
-        ENHANCER_RATE_LIMIT_PER_SECOND="2",
+        # A token every 2 s: slow enough that a busy machine's requests (each POST waits for an
+        # fsync) do not earn a token back before the 4th; a refill is checked below.
+        ENHANCER_RATE_LIMIT_PER_SECOND="0.5",
         ENHANCER_RATE_LIMIT_BURST="3",
     )
     other = {"X-API-Key": "second-key"}
@@ -402,8 +404,8 @@ def test_over_the_rate_limit_is_429_with_retry_after(app_env) -> None:  # type: 
         # The buckets are named by the keys' sha256, never the keys.
         names = set(client.app.state.rate_limiter._buckets)  # type: ignore[attr-defined]
         assert names == {hashlib.sha256(k.encode()).hexdigest() for k in (TEST_API_KEY, "second-key")}
-        # A wait refills: 2 tokens a second.
-        time.sleep(0.6)
+        # A wait refills: one token in 2 s.
+        time.sleep(2.2)
         assert client.get("/v1/records", headers=API_HEADERS).status_code == 200
         assert client.get("/v1/records", headers=API_HEADERS).status_code == 429
 
