@@ -186,6 +186,28 @@ class WorkerProcess:
 
 
 @pytest.fixture
+def app_env(service_env, monkeypatch):  # type: ignore[no-untyped-def]
+    """app_env(NAME=value, ...): more settings for this test's service (None unsets one)."""
+
+    def configure(**extra: str | None) -> None:
+        apply_env(monkeypatch, service_env, **extra)
+
+    return configure
+
+
+@pytest.fixture
+def client(service_env) -> Iterator:  # type: ignore[no-untyped-def]
+    """The app in-process, without an API key (tests send theirs); modules with their own `client`
+    fixture override this one."""
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    with TestClient(create_app(), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+@pytest.fixture
 def start_worker(tmp_path: Path) -> Iterator:
     workers: list[WorkerProcess] = []
 

@@ -12,7 +12,6 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -21,7 +20,7 @@ from fastapi.testclient import TestClient
 
 from app.api.rate_limit import RateLimiter
 from app.main import create_app
-from tests.conftest import API_HEADERS, REPO_ROOT, TEST_API_KEY, apply_env, wait_for_jobs
+from tests.conftest import API_HEADERS, REPO_ROOT, TEST_API_KEY, wait_for_jobs
 from tests.reliability_helpers import free_port
 
 GENERATED = re.compile(r"[0-9a-f]{32}")
@@ -37,20 +36,6 @@ def _item(n: int, **changes: object) -> dict:
         "content": "OpenAI will design custom AI chips with Broadcom, shipping in 2026.",
         **changes,
     }
-
-
-@pytest.fixture
-def app_env(service_env, monkeypatch):  # type: ignore[no-untyped-def]
-    def configure(**extra: str | None) -> None:
-        apply_env(monkeypatch, service_env, **extra)
-
-    return configure
-
-
-@pytest.fixture
-def client(service_env) -> Iterator[TestClient]:
-    with TestClient(create_app(), raise_server_exceptions=False) as test_client:
-        yield test_client
 
 
 def _asgi_get(app, path: str, headers: list[tuple[bytes, bytes]]) -> tuple[int, dict[bytes, bytes]]:  # type: ignore[no-untyped-def]

@@ -34,20 +34,6 @@ def _item(n: int, **changes: object) -> dict:
     return {**ITEM, "message_id": f"<m{n}@x>", **changes}
 
 
-@pytest.fixture
-def app_env(service_env, monkeypatch):  # type: ignore[no-untyped-def]
-    def configure(**extra: str | None) -> None:
-        apply_env(monkeypatch, service_env, **extra)
-
-    return configure
-
-
-@pytest.fixture
-def client(service_env) -> Iterator[TestClient]:
-    with TestClient(create_app(), raise_server_exceptions=False) as test_client:
-        yield test_client
-
-
 # API keys -----------------------------------------------------------------------------------
 
 
