@@ -122,6 +122,14 @@ async def require_api_key(  # async: no I/O here, and a thread hop per request w
 ApiKeyDep = Depends(require_api_key)
 
 
+def sent_api_key(request: Request) -> str | None:
+    """The API key a request sends, in the X-API-Key header or as 'Authorization: Bearer <key>'
+    (for checks outside the /v1 dependency, which reads the same two through FastAPI's schemes)."""
+    authorization = request.headers.get("authorization", "")
+    bearer = authorization[7:].strip() if authorization[:7].lower() == "bearer " else None
+    return request.headers.get(API_KEY_HEADER) or bearer
+
+
 def _review_session_ok(token: str) -> bool:
     from app.crud import review_session_valid
 
@@ -138,11 +146,9 @@ async def require_review_key(request: Request, settings: SettingsDep) -> None:
     key unused; the access log redacts it). Without credentials a browser is sent to the sign-in
     page, other clients get the 401.
     """
-    header_key = request.headers.get(API_KEY_HEADER)
-    authorization = request.headers.get("authorization", "")
-    bearer = authorization[7:].strip() if authorization[:7].lower() == "bearer " else None
-    if header_key or bearer:
-        _check_key(header_key or bearer, settings)
+    key = sent_api_key(request)
+    if key:
+        _check_key(key, settings)
         return
     token = request.cookies.get(REVIEW_SESSION_COOKIE)
     if token is not None:

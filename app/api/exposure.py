@@ -23,7 +23,7 @@ import ipaddress
 
 from fastapi import Depends, HTTPException, Request
 
-from app.api.deps import API_KEY_HEADER, SettingsDep
+from app.api.deps import API_KEY_HEADER, SettingsDep, sent_api_key
 from app.core.config import Settings
 from app.core.security import configured_key_digests, key_is_valid
 
@@ -63,12 +63,6 @@ def is_loopback(host: str | None) -> bool:
     return address.is_loopback
 
 
-def _sent_key(request: Request) -> str | None:
-    authorization = request.headers.get("authorization", "")
-    bearer = authorization[7:].strip() if authorization[:7].lower() == "bearer " else None
-    return request.headers.get(API_KEY_HEADER) or bearer
-
-
 def refusal(request: Request, settings: Settings) -> HTTPException | None:
     """None when the request may read the operator endpoints, else the answer that says why not."""
     mode = settings.docs_and_metrics
@@ -76,7 +70,7 @@ def refusal(request: Request, settings: Settings) -> HTTPException | None:
         return None
     path = request.url.path
     if mode == "key":
-        key = _sent_key(request)
+        key = sent_api_key(request)
         if key and key_is_valid(key, configured_key_digests(settings)):
             return None
         if not key:

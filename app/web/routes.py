@@ -18,8 +18,9 @@ from urllib.parse import urlencode, urlsplit
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
 
-from app.api.deps import API_KEY_HEADER, REVIEW_SESSION_COOKIE
+from app.api.deps import REVIEW_SESSION_COOKIE, sent_api_key
 from app.contract import CATEGORIES, GeneratedMetadata, html_to_text
 from app.contract.metadata import Sentiment, Urgency
 from app.core.config import get_settings
@@ -202,9 +203,7 @@ def csrf_token(request: Request) -> str:
 
 def _header_key_valid(request: Request) -> bool:
     """A script's API key header: no browser sends that cross-site, so such a post needs no token."""
-    authorization = request.headers.get("authorization", "")
-    bearer = authorization[7:].strip() if authorization[:7].lower() == "bearer " else None
-    key = request.headers.get(API_KEY_HEADER) or bearer
+    key = sent_api_key(request)
     return key is not None and key_is_valid(key, configured_key_digests(get_settings()))
 
 
@@ -226,7 +225,14 @@ async def check_form_post(request: Request) -> None:
 
 
 FormPostDep = Depends(check_form_post)
-templates.env.globals["csrf_token"] = csrf_token
+
+
+def csrf_field(request: Request) -> Markup:
+    """The hidden input every review form carries (`{{ csrf_field(request) }}` in the templates)."""
+    return Markup('<input type="hidden" name="{}" value="{}">').format(CSRF_FIELD, csrf_token(request))
+
+
+templates.env.globals["csrf_field"] = csrf_field
 
 
 @router.post("/records/{record_id}", response_class=HTMLResponse, dependencies=[FormPostDep])

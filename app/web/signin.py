@@ -71,12 +71,12 @@ def _end_session(token: str) -> None:
 
 @router.post("/logout")
 async def sign_out(request: Request) -> Response:
-    if not same_origin(request):
-        raise HTTPException(status_code=403, detail="cross-site form post refused")
     token = request.cookies.get(REVIEW_SESSION_COOKIE)
     if token:
-        await check_form_post(request)  # the session's CSRF token too
+        await check_form_post(request)  # the origin, and the session's CSRF token
         await run_in_threadpool(_end_session, token)
+    elif not same_origin(request):
+        raise HTTPException(status_code=403, detail="cross-site form post refused")
     response = RedirectResponse("/review/login?signed_out=1", status_code=303)
     response.delete_cookie(REVIEW_SESSION_COOKIE, path="/review")
     return response
