@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import IO
 
 from sqlalchemy import Connection, text
-from sqlalchemy.engine import make_url
 
 from app.core.db import make_engine
+from app.core.private_files import sqlite_file
 
 # The advisory lock's key: "enhancer" as a big-endian 64-bit integer (fits PostgreSQL's bigint).
 MIGRATION_LOCK_KEY = int.from_bytes(b"enhancer", "big")
@@ -46,15 +46,8 @@ class MigrationLockTimeout(RuntimeError):
 
 def sqlite_lock_path(url: str) -> Path | None:
     """`<database file>.migrate.lock` for a SQLite file URL; None for an in-memory or non-SQLite one."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite":
-        return None
-    database = parsed.database or ""
-    if database in ("", ":memory:") or "mode=memory" in database:
-        return None
-    if database.startswith("file:"):  # a URI filename (?uri=true)
-        database = database[len("file:") :].split("?", 1)[0]
-    return Path(database + ".migrate.lock")
+    database = sqlite_file(url)
+    return None if database is None else database.with_name(database.name + ".migrate.lock")
 
 
 @contextmanager

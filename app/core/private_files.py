@@ -43,9 +43,11 @@ def sqlite_file(url: str) -> Path | None:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         return None
-    database = parsed.database
-    if not database or database == ":memory:" or database.startswith("file:"):
+    database = parsed.database or ""
+    if database in ("", ":memory:") or "mode=memory" in database:
         return None
+    if database.startswith("file:"):  # a URI filename (?uri=true)
+        database = database[len("file:") :].split("?", 1)[0]
     return Path(database)
 
 
