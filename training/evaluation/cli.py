@@ -76,7 +76,7 @@ def resolve_model(model: str | None, *, base: bool = False) -> str:
     """The model to score: `--model`, else what the service serves (or, for `--compare`, the base)."""
     from app.core.config import get_settings
     from app.registry import resolve_model as resolve
-    from worker.model_pull import BASE_MODEL
+    from worker.presets import BASE_MODEL
 
     return resolve(get_settings(), model if model is not None or not base else BASE_MODEL.version_id)
 

@@ -25,6 +25,8 @@ TABLE_ROWS: list[tuple[str, str, str | None]] = [
     ("relevance_mae", "relevance MAE", None),
     ("relevance_within_1", "relevance within +-1", ">= 0.85"),
     ("relevance_within_1_best_constant", "relevance within +-1 of the best constant answer", None),
+    ("summary_sentence_rate", "summaries that are one real sentence about the item (rule)", None),
+    ("summary_failures", "summaries the rule rejects, by reason", None),
     ("summary_rouge_l", "summary ROUGE-L (n gold = summary_n_items)", None),
     ("summary_cosine", "summary cosine (MiniLM)", None),
     ("summary_n_items", "items with a gold summary", None),

@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -24,6 +25,7 @@ from app.contract.field_guards import guard_rejection, kept_action_items
 from training.evaluation import metrics as m
 from training.evaluation.items import EvalItem, Gold
 from training.evaluation.overlap import check_no_overlap, trained_items
+from training.evaluation.summary_judgement import summary_failure
 from worker.pipeline import EnhanceOutcome, count_reasons, enhance_items, unguarded_metadata
 from worker.runtime.base import GenerationResult, ModelRuntime
 
@@ -39,6 +41,7 @@ SUMMARY_KEYS = (
     "key_topics_f1_fuzzy",
     "relevance_mae",
     "relevance_within_1",
+    "summary_sentence_rate",
     "summary_rouge_l",
     "summary_cosine",
     "consistency",
@@ -253,6 +256,14 @@ def score(items: list[EvalItem], runs: list[list[Prediction]]) -> dict[str, Any]
     results["relevance_within_1_best_constant"] = m.best_constant_within_1(
         i.gold.relevance_score for i in items
     )
+
+    # Every item counts: no record is no sentence (training.evaluation.summary_judgement states the rule).
+    failures = [
+        summary_failure(_field(p, "summary"), headline=i.prompt.headline, text=i.prompt.text)
+        for i, p in pairs
+    ]
+    results["summary_sentence_rate"] = m.mean(float(f is None) for f in failures)
+    results["summary_failures"] = dict(Counter(f for f in failures if f is not None).most_common())
 
     summaries = [(_field(p, "summary"), i.gold.summary) for i, p in pairs if i.gold.summary]
     scored = [(s or "", g) for s, g in summaries]
