@@ -25,6 +25,7 @@ from typing import Any
 from app.core.hashing import file_sha256
 from app.registry import MANIFEST_FILE, read_manifest
 from training.metrics import read_metrics
+from worker.presets import packaged_base
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -112,11 +113,13 @@ def package(
     config["output_dir"] = None
     config["base_model"] = base["version_id"]
     gguf = next(base_dir.glob("*.gguf"))
+    # A base pulled before manifests recorded the upstream name: the presets know it.
+    base_name = base.get("name") or packaged_base(base["version_id"]).name
 
     out.mkdir(parents=True, exist_ok=True)
     weights = fp16_weights(version_dir / "adapter" / ADAPTER_WEIGHTS, out / ADAPTER_WEIGHTS)
     adapter_config = json.loads((version_dir / "adapter" / ADAPTER_CONFIG).read_text(encoding="utf-8"))
-    adapter_config["base_model_name_or_path"] = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    adapter_config["base_model_name_or_path"] = base_name
     (out / ADAPTER_CONFIG).write_text(json.dumps(adapter_config, indent=2) + "\n", encoding="utf-8")
 
     manifest: dict[str, Any] = {
@@ -124,7 +127,8 @@ def package(
         "schema_version": trained.get("schema_version"),
         "base_model": {
             "version_id": base["version_id"],
-            "name": "HuggingFaceTB/SmolLM2-135M-Instruct",
+            "name": base_name,
+            "licence": base.get("licence"),
             "source_package": base.get("source_package"),
             "gguf": gguf.name,
             "gguf_sha256": file_sha256(gguf),

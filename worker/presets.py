@@ -108,3 +108,11 @@ PRESETS = {
 # Chosen by measurement (docs/models.md): the preset `enhancer serve` pulls on a new data dir.
 DEFAULT_PRESET = "fast"
 TUNED_MODEL = PRESETS[DEFAULT_PRESET].adapter
+
+
+def packaged_base(version_id: str) -> PackagedModel:
+    """The packaged base model registered under this version id."""
+    for preset in PRESETS.values():
+        if preset.adapter.base.version_id == version_id:
+            return preset.adapter.base
+    raise KeyError(f"no preset's base model is registered as {version_id}")
