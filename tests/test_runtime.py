@@ -96,6 +96,31 @@ def test_repetition_guard_stops_a_looping_row(backend: str, runtimes: dict) -> N
     assert unguarded[0].new_tokens > stopped[0].new_tokens
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_every_backend_times_its_passes(backend: str, runtimes: dict) -> None:
+    """The bench's breakdown comes from these clocks: prefill before each row's first token,
+    one decode pass per further token, the grammar's masks where Python computes them."""
+    runtime = runtimes[backend]
+    schema = generated_json_schema()
+    prompts = ["Source: x\nHeadline: y\n\ntext", "hello there, a longer prompt here"]
+    lengths = [len(runtime.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+    results = runtime.generate(prompts, max_new_tokens=24, schema=schema, stop_on_repetition=False)
+    timing = results[0].timing
+    assert timing is not None and all(r.timing is timing for r in results)  # one clock per call
+    assert timing.rows == 2 and timing.prompt_tokens == sum(lengths)
+    longest = max(r.new_tokens for r in results)
+    assert timing.prefill_steps >= 1 and timing.prefill_s > 0 and timing.decode_s > 0
+    # Each pass gives a row at most one token; a trailing end-of-sequence token is not counted.
+    assert longest <= timing.prefill_steps + timing.decode_steps <= longest + timing.prefill_steps + 1
+    assert timing.tokenize_s + timing.prefill_s + timing.decode_s <= results[0].seconds + 1e-3
+    if backend == "openvino-genai":
+        assert timing.grammar_s is None  # xgrammar runs inside genai's C++ step
+    else:
+        assert timing.prefill_steps == 1 and 0 < timing.grammar_s < timing.decode_s
+        free = runtime.generate(prompts[:1], max_new_tokens=4, stop_on_repetition=False)[0].timing
+        assert free.grammar_s is None and free.rows == 1
+
+
 @pytest.mark.parametrize("backend", ["torch", "openvino"])
 def test_a_row_stopped_for_repetition_says_so_when_padding_is_eos(backend: str, runtimes: dict) -> None:
     """SmolLM2 pads with EOS: the padding after a stopped row must not read as a normal stop."""
@@ -218,6 +243,18 @@ def test_bench_json_prints_the_documented_keys(tiny_model_dir: Path, tmp_path: P
     assert genai_entry["schema_valid_rate"] == 1.0 and genai_entry["items"] == 2
     assert report["constraint_overhead"]["tokens"] > 0
     assert report["machine"]["cores"] >= 1
+    limits = report["machine"]["limits"]
+    assert limits["gemm_gflops_fp32"] > 0 and limits["copy_read_gb_s"] > 0
+    for entry in (torch_entry, genai_entry):  # where the time went, and the share of the limits
+        split = entry["breakdown"]
+        assert split["rows"] >= entry["items"] and 0 <= split["retry_share"] <= 1
+        assert split["per_item"]["prompt_tokens"] > 0 and split["per_item"]["prefill_s"] > 0
+        assert split["per_call"]["decode_passes"] > 0 and 0 < split["decode_share"] < 1
+        share = entry["limit_share"]
+        assert entry["weight_bytes"] > 0 and share["decode_bandwidth_share"] > 0
+        assert share["tokens_per_s_limit_compute"] > 0 and share["prefill_compute_share"] > 0
+    assert torch_entry["breakdown"]["grammar_share_of_decode"] > 0
+    assert genai_entry["breakdown"]["grammar_share_of_decode"] is None
 
 
 def test_light_tokenizer_matches_transformers(tiny_model_dir: Path, seed_inputs: list) -> None:

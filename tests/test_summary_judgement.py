@@ -24,7 +24,10 @@ TEXT = (
         (None, "missing"),
         ("   ", "missing"),
         ("OpenAI and Broadcom will co-develop custom AI accelerators", "no sentence end"),
-        ("OpenAI designs chips with Broadcom. Broadcom builds the racks next year.", "more than one sentence"),
+        (
+            "OpenAI designs chips with Broadcom. Broadcom builds the racks next year.",
+            "more than one sentence",
+        ),
         ("AI Guide.", "2 words"),
         ("OpenAI chips " * 30 + "deal.", "61 words"),
         ("The weather in Paris was mild and sunny on Tuesday afternoon.", "not about the item"),

@@ -26,6 +26,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from worker.bench_breakdown import breakdown, limit_share, machine_limits
+
 # name -> (backend, weight precision). "torch-fp32" is the baseline of ratio_vs_torch_fp32.
 CONFIGS: dict[str, tuple[str, str]] = {
     "torch-fp32": ("torch", "fp32"),
@@ -176,6 +178,8 @@ def run_pipeline(name: str, options: RunOptions) -> dict[str, Any]:
         "errors": sorted({o.error for o in outcomes if o.metadata is None and o.error}),
         "invalid_items": [b.name for b, o in zip(accepted, outcomes, strict=True) if o.metadata is None],
         "load_avg_1m": [load_before, os.getloadavg()[0]],
+        "weight_bytes": runtime.info.weight_bytes,
+        "breakdown": breakdown(outcomes),
     }
 
 
@@ -286,6 +290,7 @@ def machine() -> dict[str, Any]:
 
 def run_bench(names: list[str], options: RunOptions, *, overhead_config: str | None) -> dict[str, Any]:
     started_load = os.getloadavg()
+    limits = machine_limits()  # before the configurations, while nothing else runs
     entries: list[dict[str, Any]] = []
     for name in names:
         print(f"[bench] {name} ...", file=sys.stderr, flush=True)
@@ -303,11 +308,14 @@ def run_bench(names: list[str], options: RunOptions, *, overhead_config: str | N
     for entry in entries:
         if baseline and entry.get("items_per_s"):
             entry["ratio_vs_torch_fp32"] = entry["items_per_s"] / baseline["items_per_s"]
+        if "breakdown" in entry:
+            entry["limit_share"] = limit_share(entry, limits)
     return {
         "machine": {
             **machine(),
             "load_avg_at_start": list(started_load),
             "load_avg_at_end": list(os.getloadavg()),
+            "limits": limits,
         },
         "options": asdict(options),
         "configs": entries,

@@ -41,7 +41,7 @@ from app.contract.field_guards import (
 from app.contract.grounding import dedupe, is_grounded, normalize_text
 from app.contract.prompt import MAX_PROMPT_TEXT_CHARS
 from app.crud import as_utc
-from worker.runtime.base import GenerationResult, ModelRuntime
+from worker.runtime.base import CallTiming, GenerationResult, ModelRuntime
 from worker.runtime.schema_budget import decoding_attempts
 
 log = logging.getLogger(__name__)
@@ -110,6 +110,8 @@ class EnhanceOutcome:
     rejections: list[str] = field(default_factory=list)
     dropped: dict[str, int] = field(default_factory=dict)
     repairs: dict[str, int] = field(default_factory=dict)
+    # One per attempt: where its generate call's time went (shared with the call's other rows).
+    timings: list[CallTiming] = field(default_factory=list)
 
 
 def tally(counts: dict[str, int], reason: str, count: int = 1) -> None:
@@ -404,6 +406,8 @@ def enhance_items(runtime: ModelRuntime, items: list[ItemInput]) -> list[Enhance
             outcome.attempts += 1
             outcome.new_tokens += result.new_tokens
             outcome.seconds += elapsed
+            if result.timing is not None:
+                outcome.timings.append(result.timing)
             try:
                 record = finalize(result, items[index], derived[index], outcome)
                 if index in guarded:

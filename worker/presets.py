@@ -96,7 +96,7 @@ PRESETS = {
         Preset(
             "fast",
             _shipped("smollm2-135m-newsletter", BASE_MODEL),
-            "any laptop: about 0.6 GB of RAM serving, the quickest records and the best held-out scores so far",
+            "any laptop: about 0.6 GB of RAM serving, the quickest records, the best held-out scores so far",
         ),
         Preset(
             "qwen-0.5b",

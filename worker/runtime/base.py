@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -25,12 +26,69 @@ GREEDY = SamplingParams()
 RETRY = SamplingParams(do_sample=True, temperature=0.7, top_p=0.9, repetition_penalty=1.3, seed=1234)
 
 
+@dataclass(frozen=True)
+class CallTiming:
+    """Where one generate call's wall time went; every row of the call holds the same object.
+
+    Prefill is every forward pass before each row has its first token (a chunked prefill may carry
+    decode work of rows that started already); decode is the rest, including whatever the engine does
+    between passes (sampling, the grammar, the repetition guard). `grammar_s` is the part of it spent
+    computing token masks where Python can time that (the transformers path); None where the engine
+    does it inside its own step (openvino-genai)."""
+
+    rows: int
+    prompt_tokens: int  # over all rows, padding excluded
+    tokenize_s: float
+    prefill_steps: int
+    prefill_s: float
+    decode_steps: int
+    decode_s: float
+    grammar_s: float | None = None
+
+
+class StepClock:
+    """Times one generate call pass by pass: `step` after every forward pass, `timing` at the end."""
+
+    def __init__(self, rows: int) -> None:
+        self.rows = rows
+        self.prompt_tokens = 0
+        self._started = self._last = time.perf_counter()
+        self._tokenize_s: float | None = None
+        self._steps = {True: 0, False: 0}  # prefill?: passes
+        self._seconds = {True: 0.0, False: 0.0}
+
+    def tokenized(self, prompt_tokens: int) -> None:
+        self.prompt_tokens = prompt_tokens
+        self._last = time.perf_counter()
+        self._tokenize_s = self._last - self._started
+
+    def step(self, *, prefill: bool) -> None:
+        now = time.perf_counter()
+        self._steps[prefill] += 1
+        self._seconds[prefill] += now - self._last
+        self._last = now
+
+    def timing(self, *, grammar_s: float | None = None) -> CallTiming:
+        tail = time.perf_counter() - self._last  # after the last pass: the last sampling, stopping
+        return CallTiming(
+            rows=self.rows,
+            prompt_tokens=self.prompt_tokens,
+            tokenize_s=self._tokenize_s or 0.0,
+            prefill_steps=self._steps[True],
+            prefill_s=self._seconds[True],
+            decode_steps=self._steps[False],
+            decode_s=self._seconds[False] + tail,
+            grammar_s=grammar_s,
+        )
+
+
 @dataclass
 class GenerationResult:
     text: str
     new_tokens: int
     finish_reason: FinishReason
     seconds: float = 0.0
+    timing: CallTiming | None = None
 
 
 def eos_token_ids(tokenizer: Any, configured: int | Iterable[int] | None) -> list[int]:
@@ -77,6 +135,7 @@ class RuntimeInfo:
     device: str
     precision: str
     load_seconds: float = 0.0
+    weight_bytes: int | None = None  # what one decode pass reads at least: the bench's bandwidth limit
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import time
 from typing import Any, cast
 
 import torch
 import xgrammar as xgr
 from transformers import LogitsProcessor, StoppingCriteria
 
+from worker.runtime.base import StepClock
 from worker.runtime.grammar import grammar_text
 from worker.runtime.repetition import LOOP_WINDOW, LoopDetector
 from worker.runtime.schema_budget import decoding_schemas
@@ -51,8 +53,10 @@ class SchemaLogitsProcessor(LogitsProcessor):
         self.bitmask = xgr.allocate_token_bitmask(batch_size, vocab_size)
         self.prompt_length: int | None = None
         self.rejected = [False] * batch_size
+        self.mask_s = 0.0  # accepting tokens and filling masks: the grammar's share of decoding
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        started = time.perf_counter()
         if self.prompt_length is None:
             self.prompt_length = input_ids.shape[1]
         else:
@@ -64,10 +68,24 @@ class SchemaLogitsProcessor(LogitsProcessor):
             if not matcher.is_terminated() and not self.rejected[row]:
                 matcher.fill_next_token_bitmask(self.bitmask, row)
         xgr.apply_token_bitmask_inplace(scores, self.bitmask.to(scores.device), vocab_size=scores.shape[-1])
+        self.mask_s += time.perf_counter() - started
         return scores
 
     def finished(self, row: int) -> bool:
         return self.matchers[row].is_terminated()
+
+
+class StepClockProcessor(LogitsProcessor):
+    """Marks each forward pass of an HF `generate` call on a StepClock (the first one is the prefill)."""
+
+    def __init__(self, clock: StepClock) -> None:
+        self.clock = clock
+        self.calls = 0
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        self.clock.step(prefill=self.calls == 0)
+        self.calls += 1
+        return scores
 
 
 class RepetitionGuard(StoppingCriteria):

@@ -22,6 +22,7 @@ from worker.runtime.base import (
     GenerationResult,
     RuntimeInfo,
     SamplingParams,
+    StepClock,
     eos_token_ids,
     finish_row,
 )
@@ -94,6 +95,7 @@ class GenAIRuntime:
         min_new_tokens: int = 0,
     ) -> list[GenerationResult]:
         started = time.perf_counter()
+        clock = StepClock(len(prompts))
         config = self._config(max_new_tokens, schema, sampling)
         config.min_new_tokens = min_new_tokens
         detector = LoopDetector(self._decode, constrained=schema is not None) if stop_on_repetition else None
@@ -101,20 +103,28 @@ class GenAIRuntime:
             self.tokenizer(p, add_special_tokens=False, return_tensors="np")["input_ids"] for p in prompts
         ]
         with self._lock:
-            tokens, looped = self._run(encoded, config, detector)
+            clock.tokenized(sum(int(ids.shape[-1]) for ids in encoded))
+            tokens, looped = self._run(encoded, config, detector, clock)
         elapsed = time.perf_counter() - started
+        timing = clock.timing()
         eos = set(self.eos_token_ids)
         results = []
         for row, (ids, finish) in enumerate(tokens):
             ids, reason = finish_row(ids, eos, repeated=row in looped, engine_stopped=finish == "STOP")
             text = self._decode(ids)
             results.append(
-                GenerationResult(text=text, new_tokens=len(ids), finish_reason=reason, seconds=elapsed)
+                GenerationResult(
+                    text=text, new_tokens=len(ids), finish_reason=reason, seconds=elapsed, timing=timing
+                )
             )
         return results
 
     def _run(
-        self, encoded: list[Any], config: ov_genai.GenerationConfig, detector: LoopDetector | None
+        self,
+        encoded: list[Any],
+        config: ov_genai.GenerationConfig,
+        detector: LoopDetector | None,
+        clock: StepClock,
     ) -> tuple[list[tuple[list[int], str | None]], set[int]]:
         """Add one request per prompt, step until all finish; (generated ids, finish reason) per row."""
         handles = []
@@ -126,7 +136,9 @@ class GenAIRuntime:
         looped: set[int] = set()
         try:
             while self.pipeline.has_non_finished_requests():
+                prefill = any(not ids for row, ids in enumerate(tokens) if row not in finish)
                 self.pipeline.step()
+                clock.step(prefill=prefill)
                 for row, handle in enumerate(handles):
                     if row in finish or row in looped:
                         continue

@@ -18,10 +18,11 @@ from worker.runtime.base import (
     GenerationResult,
     RuntimeInfo,
     SamplingParams,
+    StepClock,
     eos_token_ids,
     finish_row,
 )
-from worker.runtime.constrained import GrammarCache, RepetitionGuard
+from worker.runtime.constrained import GrammarCache, RepetitionGuard, StepClockProcessor
 from worker.runtime.repetition import LoopDetector
 
 
@@ -57,9 +58,11 @@ class HFGenerateRuntime:
         min_new_tokens: int = 0,
     ) -> list[GenerationResult]:
         started = time.perf_counter()
+        clock = StepClock(len(prompts))
         encoded = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
         prompt_length = encoded["input_ids"].shape[1]
-        processors = LogitsProcessorList()
+        # First in the list: each call marks the end of a forward pass, before the grammar's mask.
+        processors = LogitsProcessorList([StepClockProcessor(clock)])
         schema_processor = self.grammars.processor(schema, len(prompts)) if schema is not None else None
         if schema_processor is not None:
             processors.append(schema_processor)
@@ -81,8 +84,10 @@ class HFGenerateRuntime:
         if sampling.repetition_penalty != 1.0:
             kwargs["repetition_penalty"] = sampling.repetition_penalty
         with self._lock, torch.inference_mode():
+            clock.tokenized(int(encoded["attention_mask"].sum()))
             output = self.model.generate(**encoded, **kwargs)
         elapsed = time.perf_counter() - started
+        timing = clock.timing(grammar_s=schema_processor.mask_s if schema_processor is not None else None)
         results: list[GenerationResult] = []
         eos = set(self.eos_token_ids)
         for row in range(len(prompts)):
@@ -94,6 +99,8 @@ class HFGenerateRuntime:
             )
             text = self._decode(new_ids)
             results.append(
-                GenerationResult(text=text, new_tokens=len(new_ids), finish_reason=reason, seconds=elapsed)
+                GenerationResult(
+                    text=text, new_tokens=len(new_ids), finish_reason=reason, seconds=elapsed, timing=timing
+                )
             )
         return results

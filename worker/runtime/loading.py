@@ -187,6 +187,7 @@ def load_torch(source: ModelSource, cache_dir: Path) -> ModelRuntime:
     model = AutoModelForCausalLM.from_pretrained(location, dtype=torch.float32)
     model.eval()
     info = RuntimeInfo(source.name, "torch", "cpu", "fp32", load_seconds=time.perf_counter() - started)
+    info.weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     return HFGenerateRuntime(model, tokenizer, info, vocab_size=model.config.vocab_size)
 
 
@@ -204,6 +205,11 @@ def openvino_ir_dir(source: ModelSource, cache_dir: Path, precision: str) -> Pat
         return Path(source.location)
     hf_location = ensure_hf_dir(source, cache_dir)
     return export_openvino(hf_location, openvino_dir_for(source, cache_dir, precision), precision)
+
+
+def ir_weight_bytes(ir_dir: Path) -> int:
+    """The IR's weights file: the bytes a decode pass reads (constants are stored at their precision)."""
+    return (ir_dir / "openvino_model.bin").stat().st_size
 
 
 def _with_cpu_fallback(device: str, load: Callable[[str], T]) -> tuple[T, str]:
@@ -236,7 +242,7 @@ def load_openvino(
         device, lambda dev: OVModelForCausalLM.from_pretrained(ir_dir, device=dev, ov_config=properties)
     )
     tokenizer = AutoTokenizer.from_pretrained(ir_dir)
-    info = RuntimeInfo(source.name, "openvino", device, precision, load_seconds=time.perf_counter() - started)
+    info = RuntimeInfo(source.name, "openvino", device, precision, weight_bytes=ir_weight_bytes(ir_dir))
     runtime = HFGenerateRuntime(model, tokenizer, info, vocab_size=model.config.vocab_size)
     info.load_seconds = time.perf_counter() - started
     return runtime
@@ -259,7 +265,7 @@ def load_openvino_genai(
     ensure_tokenizer_ir(ir_dir)
     tokenizer = LightTokenizer(ir_dir)  # no transformers: keeps torch out of the serving process
     properties = openvino_properties(cache_dir, ov_config)
-    info = RuntimeInfo(source.name, "openvino-genai", device, precision)
+    info = RuntimeInfo(source.name, "openvino-genai", device, precision, weight_bytes=ir_weight_bytes(ir_dir))
     runtime, info.device = _with_cpu_fallback(
         device, lambda dev: GenAIRuntime(ir_dir, tokenizer, info, device=dev, properties=properties)
     )
