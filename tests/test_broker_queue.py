@@ -103,3 +103,17 @@ def test_a_lost_race_for_the_broker_tables_is_retried(tmp_path: Path, monkeypatc
     assert lost == [True]
     with sqlite3.connect(tmp_path / "broker.db") as conn:
         assert conn.execute("SELECT name FROM kombu_queue").fetchall() == [("enhance",)]
+
+
+def test_the_embedded_broker_file_is_in_wal_mode_and_keeps_messages(tmp_path: Path) -> None:
+    """Its messages are appended to a write-ahead log (no journal file per message), and a message
+    sent by one process is there for the next connection to read."""
+    code = "from app.core.broker import enqueue_jobs\nassert enqueue_jobs(['job-1', 'job-2'])\n"
+    env = {**os.environ, "ENHANCER_DATA_DIR": str(tmp_path)}
+    env.pop("BROKER_URL", None)
+    subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO_ROOT, check=True, timeout=120)
+    with sqlite3.connect(tmp_path / "broker.db") as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        payloads = [row[0] for row in connection.execute("SELECT payload FROM kombu_message")]
+    assert len(payloads) == 1 and "job-1" in payloads[0] and "job-2" in payloads[0]
+    assert not (tmp_path / "broker.db-journal").exists()

@@ -7,13 +7,15 @@ same application (worker/celery_app.py, worker/tasks.py).
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
-from functools import lru_cache
+from functools import lru_cache, partial
 
 from celery import Celery
 from kombu import Queue
 
 from app.core.config import get_settings
+from app.core.private_files import sqlite_file
 
 TASK_ENHANCE = "worker.tasks.enhance_jobs"
 TASK_DELIVER_WEBHOOKS = "worker.webhook_tasks.deliver_webhooks"
@@ -22,9 +24,26 @@ DELIVERY_BATCH = 10
 QUEUE = "enhance"
 
 
+def _embedded_broker_connection(database: str) -> sqlite3.Connection:
+    """A connection to the embedded broker's SQLite file, in WAL mode with synchronous=NORMAL.
+
+    kombu would open it in rollback-journal mode with synchronous=FULL: every message a commit that
+    creates, syncs and deletes a journal file, and holds the file's lock against the polling
+    worker meanwhile - most of the API's CPU per POST under load. In WAL a commit appends to the log.
+    NORMAL may lose the last messages to a power cut (never to a crash); the reconciler re-sends
+    those jobs, since the jobs table, not the broker, is the truth.
+    """
+    connection = sqlite3.connect(database, timeout=30, check_same_thread=False)
+    connection.execute("PRAGMA journal_mode=WAL")  # kept in the file; a no-op once set
+    connection.execute("PRAGMA synchronous=NORMAL")
+    return connection
+
+
 def _transport_options(broker_url: str, lease_seconds: int) -> dict[str, object]:
     if broker_url.startswith("sqla+"):
-        return {}  # kombu hands these to create_engine(); it takes no transport knobs
+        # kombu hands these to create_engine(); it takes no transport knobs
+        database = sqlite_file(broker_url.removeprefix("sqla+"))
+        return {} if database is None else {"creator": partial(_embedded_broker_connection, str(database))}
     # Redis redelivers unacked messages after this; keep it above the longest job.
     return {"visibility_timeout": lease_seconds * 2, "polling_interval": 0.2}
 
