@@ -10,6 +10,7 @@ from pathlib import Path
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Training adds `train` (and `eval`) here."""
     register_train(sub)
+    register_label_fields(sub)
     from training.evaluation.cli import register_eval
 
     register_eval(sub)
@@ -56,6 +57,10 @@ def register_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
         action=argparse.BooleanOptionalAction,
         help="items without a gold summary learn their first sentence (default on)",
     )
+    optim.add_argument(
+        "--field-labels", dest="field_labels", type=Path,
+        help="JSONL of labels for unlabelled fields, by story key (from `enhancer label-fields`)",
+    )  # fmt: skip
     optim.add_argument("--max-length", dest="max_length", type=int)
     optim.add_argument("--max-steps", dest="max_steps", type=int)
     optim.add_argument("--seed", type=int)
@@ -77,6 +82,52 @@ def register_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
         "--tinker-base-model", dest="tinker_base_model", help="Tinker's name for the base model"
     )
     tinker.add_argument("--tinker-base-url", dest="tinker_base_url", help="default: $TINKER_BASE_URL")
+
+
+def register_label_fields(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from training.field_labels import LABELLED_FIELDS
+
+    label = sub.add_parser(
+        "label-fields",
+        help="Zero-shot labels for the fields no person labelled.",
+        description=(
+            f"Label {', '.join(LABELLED_FIELDS)} of every story in a data file with an instruct model "
+            "(each option scored, calibrated against a content-free item) and write them by story key "
+            "for `enhancer train --field-labels`; see docs/training.md."
+        ),
+    )
+    label.set_defaults(handler=cmd_label_fields)
+    label.add_argument("--data", type=Path, required=True, help="JSONL: seed rows or record rows")
+    label.add_argument("--model", required=True, help="instruct model: HF dir, .gguf or registry version dir")
+    label.add_argument("--output", type=Path, required=True, help="labels JSONL to write")
+    label.add_argument("--limit", type=int, help="label only the first N stories")
+    label.add_argument("--cpu-threads", dest="cpu_threads", type=int, help="torch CPU threads")
+    label.add_argument(
+        "--data-dir", dest="data_dir", help="data directory (default: $ENHANCER_DATA_DIR or ./data)"
+    )
+
+
+def cmd_label_fields(args: argparse.Namespace) -> int:
+    from app.core.db import use_data_dir
+    from training.errors import TrainingError
+    from training.field_labels import label_data_file
+
+    use_data_dir(args.data_dir)
+    if args.limit is not None and args.limit < 1:
+        print("error: --limit must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        summary = label_data_file(
+            args.data, model=args.model, output=args.output, limit=args.limit, cpu_threads=args.cpu_threads
+        )
+    except TrainingError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"labelled {summary['stories']} stories in {summary['seconds']:.0f} s -> {args.output}")
+    for field, counts in summary["distribution"].items():
+        shown = ", ".join(f"{name} {count}" for name, count in counts.items())
+        print(f"  {field}: {shown}")
+    return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:

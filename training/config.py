@@ -59,6 +59,11 @@ class TrainConfig(BaseModel):
         description="Items without a gold summary learn their own first sentence that the field guards "
         "accept (most seed items have no gold summary); off: a zero-weight placeholder.",
     )
+    field_labels: Path | None = Field(
+        default=None,
+        description="JSONL of labels by story key for fields the data leaves unlabelled (categories, "
+        "sentiment, urgency_level; `enhancer label-fields` writes it); they train with field_weights.",
+    )
     max_length: int = Field(default=1024, ge=16, description="Longer examples are left out (and reported).")
     max_steps: int | None = Field(default=None, ge=1, description="Stop after this many optimiser steps.")
     seed: int = 0
@@ -132,7 +137,7 @@ class TrainConfig(BaseModel):
         """The settings a checkpoint must share with the run that resumes it."""
         keep = {"base_model", "rank", "alpha", "dropout", "target_modules", "learning_rate", "lr_schedule",
                 "warmup_ratio", "weight_decay", "epochs", "batch_size", "field_weights", "silver_summaries",
-                "max_length", "max_steps", "seed", "validation_fraction"}  # fmt: skip
+                "field_labels", "max_length", "max_steps", "seed", "validation_fraction"}  # fmt: skip
         return self.model_dump(mode="json", include=keep)
 
 

@@ -14,7 +14,7 @@ from app.core.config import Settings, get_settings
 from app.core.hashing import file_sha256
 from app.registry import MANIFEST_FILE, read_manifest
 from training.config import TrainConfig, default_version_id
-from training.data.loading import load_examples
+from training.data.loading import LoadedData, load_examples
 from training.data.split import split_examples
 from training.data.tokens import tokenize_examples
 from training.errors import BaseModelError, TrainingError
@@ -124,6 +124,20 @@ def _version_id(config: TrainConfig, output_dir: Path | None, base: ResolvedBase
     return default_version_id(name)
 
 
+def _field_labels(config: TrainConfig, loaded: LoadedData) -> dict[str, Any] | None:
+    """Merge config.field_labels into loaded.examples; what the manifest records about the file."""
+    if config.field_labels is None:
+        return None
+    from training.field_labels import read_field_labels, with_field_labels
+
+    labels = read_field_labels(config.field_labels)
+    loaded.examples, gained = with_field_labels(loaded.examples, labels)
+    log.info("field labels: %d of %d examples gained labels from %s", gained, len(loaded.examples),
+             config.field_labels)  # fmt: skip
+    return {"file": config.field_labels.name, "sha256": file_sha256(config.field_labels),
+            "examples_labelled": gained}  # fmt: skip
+
+
 def train(config: TrainConfig, *, settings: Settings | None = None) -> TrainResult:
     """The whole run. Data problems and an unusable base model fail before anything is trained."""
     from transformers import AutoTokenizer
@@ -131,6 +145,7 @@ def train(config: TrainConfig, *, settings: Settings | None = None) -> TrainResu
     started = time.perf_counter()
     settings = settings or get_settings()
     loaded = load_examples(config.data)
+    field_labels = _field_labels(config, loaded)
     base = resolve_base_model(config.base_model, settings)
     version_id = _version_id(config, config.output_dir, base)
     if (settings.models_dir / version_id / MANIFEST_FILE).exists():
@@ -221,6 +236,7 @@ def train(config: TrainConfig, *, settings: Settings | None = None) -> TrainResu
             "base_model_source": {"requested": base.requested, "kind": base.kind, "location": base.location},
             "schema_version": SCHEMA_VERSION,
             "data_sha256": data_sha256,
+            **({"field_labels": field_labels} if field_labels else {}),
             "data": {
                 "path": str(config.data.resolve()),
                 "lines": loaded.lines,

@@ -38,7 +38,8 @@ class ChatTokenizer(Protocol):
     def apply_chat_template(self, conversation: Any, **kwargs: Any) -> Any: ...
 
 
-def _user_message(item: PromptItem) -> str:
+def item_message(item: PromptItem) -> str:
+    """The user message: the item as the model sees it (the labeller asks its questions after it)."""
     text = item.text.strip()
     if len(text) > MAX_PROMPT_TEXT_CHARS:
         text = text[:MAX_PROMPT_TEXT_CHARS].rsplit(" ", 1)[0] + " ..."
@@ -53,7 +54,7 @@ def _user_message(item: PromptItem) -> str:
 def build_messages(item: PromptItem, target: Any = None) -> list[dict[str, str]]:
     messages = [
         {"role": "system", "content": SYSTEM_PROMPT},
-        {"role": "user", "content": _user_message(item)},
+        {"role": "user", "content": item_message(item)},
     ]
     if target is not None:
         messages.append({"role": "assistant", "content": render_target(target)})
