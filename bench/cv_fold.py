@@ -52,6 +52,7 @@ def write_predictions(path: Path, items: list, predictions: list) -> None:
         for item, prediction in zip(items, predictions, strict=True):
             metadata = prediction.metadata or {}
             row = {
+                "key": item.key,
                 "headline": item.prompt.headline,
                 "gold_key_topics": item.gold.key_topics,
                 "key_topics": metadata.get("key_topics"),

@@ -3,7 +3,9 @@
     python bench/field_label_agreement.py --labels data/field-labels.jsonl \\
         --person docs/evaluation/field-labels-person.jsonl
 
-Both files: one {"key": <story key>, "labels": {...}} per line (training.field_labels' format).
+Both files: one {"key": <story key>, "labels": {...}} per line (training.field_labels' format);
+--labels may also be `bench/cv_fold.py --predictions` output, to score what a tuned model writes
+on stories it was not trained on.
 Per field over the stories both label: sentiment and urgency_level, the share with the same label;
 categories, the share whose first (best) label is among the person's, and the mean F1 of the sets.
 Beside each, what the constant answer would score (the person's most common label on every story:
@@ -51,6 +53,7 @@ def agreement(labels: dict[str, dict[str, Any]], person: dict[str, dict[str, Any
                 "set_f1": sum(_set_f1(p, g) for p, g in pairs) / len(pairs),
                 "constant_first_label_agrees": sum(common in g for _, g in pairs) / len(pairs),
                 "constant_set_f1": sum(_set_f1([common], g) for _, g in pairs) / len(pairs),
+                "constant": common,
             }
         else:
             common = Counter(g for _, g in pairs).most_common(1)[0][0]
@@ -77,6 +80,16 @@ def spread(labels: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return report
 
 
+def load_labels(path: Path) -> dict[str, dict[str, Any]]:
+    """A labels file, or the predictions of `bench/cv_fold.py --predictions` (each story's fields as
+    the fold model that never trained on it wrote them)."""
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if rows and "labels" not in rows[0]:
+        fields = [q.field for q in FIELD_QUESTIONS]
+        return {row["key"]: {name: row[name] for name in fields if name in row} for row in rows}
+    return read_field_labels(path)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -84,7 +97,7 @@ def main() -> int:
     parser.add_argument("--labels", type=Path, required=True)
     parser.add_argument("--person", type=Path, required=True)
     args = parser.parse_args()
-    labels, person = read_field_labels(args.labels), read_field_labels(args.person)
+    labels, person = load_labels(args.labels), read_field_labels(args.person)
     print(json.dumps({"agreement": agreement(labels, person), "spread": spread(labels)}, indent=2))
     return 0
 

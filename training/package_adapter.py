@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ from worker.presets import packaged_base
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
+# The silver labels a recipe trained on (`enhancer train --field-labels`) ship beside the adapter.
+FIELD_LABELS_FILE = "field_labels.jsonl"
 # The held-out scores kept from a --compare run (per model row).
 CV_KEYS = (
     "n_items",
@@ -102,6 +105,7 @@ def package(
     out: Path,
     command: str,
     cv_results: Path | None,
+    labels_command: str | None = None,
 ) -> dict[str, Any]:
     trained = read_manifest(version_dir)
     base = read_manifest(base_dir)
@@ -161,8 +165,23 @@ def package(
     }
     if cv_results is not None:
         manifest["evaluation"]["cross_validated"] = cv_scores(cv_results)
+    if trained.get("field_labels"):
+        labels = _ship_field_labels(training["config"], trained["field_labels"], out)
+        if labels_command:
+            labels["command"] = labels_command
+        manifest["data"]["field_labels"] = labels
+        config["field_labels"] = FIELD_LABELS_FILE
     (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest
+
+
+def _ship_field_labels(config: dict[str, Any], recorded: dict[str, Any], out: Path) -> dict[str, Any]:
+    """Copy the labels file the run trained on (the one whose sha256 its manifest recorded)."""
+    source = Path(config["field_labels"])
+    if not source.is_file() or file_sha256(source) != recorded["sha256"]:
+        raise SystemExit(f"{source}: not the field-labels file the run trained on ({recorded['sha256']})")
+    shutil.copyfile(source, out / FIELD_LABELS_FILE)
+    return {**recorded, "file": FIELD_LABELS_FILE}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--command", required=True, help="the command that trained it, for the manifest")
     parser.add_argument("--cv-results", type=Path, help="results.json of `enhancer eval --compare`")
+    parser.add_argument("--labels-command", help="the `enhancer label-fields` command of --field-labels")
     args = parser.parse_args(argv)
     manifest = package(
         version_dir=args.version_dir,
@@ -185,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         out=args.out,
         command=args.command,
         cv_results=args.cv_results,
+        labels_command=args.labels_command,
     )
     print(json.dumps({k: manifest[k] for k in ("version_id", "adapter", "data")}, indent=2))
     return 0
