@@ -156,3 +156,12 @@ def test_training_learns_the_field_labels_and_gold_labels_win(tmp_path: Path, ti
     manifest = read_manifest(tmp_path / "data" / "models" / "tiny-silver")
     assert manifest["field_labels"] == {"file": "labels.jsonl", "sha256": file_sha256(labels_file),
                                         "examples_labelled": len(examples)}  # fmt: skip
+    from training.package_adapter import FIELD_LABELS_FILE, _ship_field_labels
+
+    shipped = _ship_field_labels(manifest["training"]["config"], manifest["field_labels"], tmp_path / "pkg")
+    assert shipped["file"] == FIELD_LABELS_FILE
+    assert file_sha256(tmp_path / "pkg" / FIELD_LABELS_FILE) == manifest["field_labels"]["sha256"]
+    changed = labels_file.read_text(encoding="utf-8").replace("mixed", "neutral")
+    labels_file.write_text(changed, encoding="utf-8")
+    with pytest.raises(SystemExit, match="not the field-labels file the run trained on"):
+        _ship_field_labels(manifest["training"]["config"], manifest["field_labels"], tmp_path / "pkg")

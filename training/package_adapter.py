@@ -180,6 +180,7 @@ def _ship_field_labels(config: dict[str, Any], recorded: dict[str, Any], out: Pa
     source = Path(config["field_labels"])
     if not source.is_file() or file_sha256(source) != recorded["sha256"]:
         raise SystemExit(f"{source}: not the field-labels file the run trained on ({recorded['sha256']})")
+    out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source, out / FIELD_LABELS_FILE)
     return {**recorded, "file": FIELD_LABELS_FILE}
 
