@@ -65,25 +65,6 @@ def test_shipped_adapter_files_agree_with_the_manifest() -> None:
     assert cv["local-lora-cv"]["entities_f1_fuzzy"] > cv["base"]["entities_f1_fuzzy"]
 
 
-def test_shipped_field_labels_are_the_ones_it_trained_on() -> None:
-    """The default recipe learns silver categories and sentiment: the file ships beside the adapter."""
-    from training.field_labels import read_field_labels
-    from training.package_adapter import FIELD_LABELS_FILE
-
-    manifest, _ = _shipped()
-    recorded = manifest["data"]["field_labels"]
-    path = TUNED_MODEL.directory / recorded["file"]
-    assert recorded["file"] == FIELD_LABELS_FILE == manifest["training"]["config"]["field_labels"]
-    assert file_sha256(path) == recorded["sha256"]
-    labels = read_field_labels(path)
-    assert len(labels) == recorded["examples_labelled"] == manifest["data"]["train_examples"]
-    assert all(len(key) == 64 for key in labels)  # story hashes: no item text in the repository
-    assert recorded["command"].startswith("enhancer label-fields ")
-    for field in ("categories", "sentiment"):  # learned, and not one constant
-        assert manifest["training"]["config"]["field_weights"].get(field, 1.0) > 0
-        assert len({json.dumps(row[field]) for row in labels.values()}) > 1, field
-
-
 @pytest.fixture
 def tiny_shipped(tiny_model_dir: Path, tmp_path: Path) -> ShippedAdapter:
     """The tiny Llama as a packaged GGUF base, and a LoRA adapter for it packaged like the real one."""
