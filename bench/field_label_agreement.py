@@ -10,7 +10,7 @@ Per field over the stories both label: sentiment and urgency_level, the share wi
 categories, the share whose first (best) label is among the person's, and the mean F1 of the sets.
 Beside each, what the constant answer would score (the person's most common label on every story:
 on a field that is mostly one value, agreement alone flatters a constant labeller), and the labels'
-own spread (share of the most common value, distinct values) over the whole labels file.
+own spread over the whole labels file (bench/preset_outputs.py's value_spread).
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from training.field_labels import FIELD_QUESTIONS, read_field_labels  # noqa: E402
+from bench.preset_outputs import value_spread  # noqa: E402
+from training.field_labels import FIELD_QUESTIONS, LABELLED_FIELDS, read_field_labels  # noqa: E402
 
 
 def _set_f1(predicted: list[str], gold: list[str]) -> float:
@@ -65,21 +66,6 @@ def agreement(labels: dict[str, dict[str, Any]], person: dict[str, dict[str, Any
     return report
 
 
-def spread(labels: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    report: dict[str, Any] = {}
-    for question in FIELD_QUESTIONS:
-        values = [json.dumps(sorted(v) if isinstance(v, list) else v)
-                  for row in labels.values() if (v := row.get(question.field)) is not None]  # fmt: skip
-        if values:
-            top, count = Counter(values).most_common(1)[0]
-            report[question.field] = {
-                "most_common": json.loads(top),
-                "most_common_share": count / len(values),
-                "distinct": len(set(values)),
-            }
-    return report
-
-
 def load_labels(path: Path) -> dict[str, dict[str, Any]]:
     """A labels file, or the predictions of `bench/cv_fold.py --predictions` (each story's fields as
     the fold model that never trained on it wrote them)."""
@@ -98,7 +84,8 @@ def main() -> int:
     parser.add_argument("--person", type=Path, required=True)
     args = parser.parse_args()
     labels, person = load_labels(args.labels), read_field_labels(args.person)
-    print(json.dumps({"agreement": agreement(labels, person), "spread": spread(labels)}, indent=2))
+    spread = value_spread(list(labels.values()), LABELLED_FIELDS)
+    print(json.dumps({"agreement": agreement(labels, person), "spread": spread}, indent=2))
     return 0
 
 

@@ -18,6 +18,7 @@ import argparse
 import json
 import sys
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +37,10 @@ def _value(metadata: dict[str, Any], name: str) -> str:
     return json.dumps(sorted(value) if isinstance(value, list) else value)
 
 
-def field_spread(records: list[dict[str, Any]]) -> dict[str, Any]:
+def value_spread(records: list[dict[str, Any]], names: Iterable[str]) -> dict[str, Any]:
+    """Per field, its most common value, that value's share of the records, and the distinct values."""
     spread: dict[str, Any] = {}
-    for name in SPREAD_FIELDS:
+    for name in names:
         counts = Counter(_value(record, name) for record in records)
         top, top_n = counts.most_common(1)[0] if counts else ("", 0)
         spread[name] = {
@@ -46,6 +48,11 @@ def field_spread(records: list[dict[str, Any]]) -> dict[str, Any]:
             "top_share": round(top_n / max(len(records), 1), 3),
             "distinct": len(counts),
         }
+    return spread
+
+
+def field_spread(records: list[dict[str, Any]]) -> dict[str, Any]:
+    spread = value_spread(records, SPREAD_FIELDS)
     actions = [a for record in records for a in record.get("action_items") or []]
     labels = [
         {label.lower() for label in (record.get("key_topics") or []) + (record.get("entities") or [])}

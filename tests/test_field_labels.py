@@ -3,6 +3,7 @@ labels file, and training on it (the labels are learned with weight, gold labels
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -144,8 +145,8 @@ def test_training_learns_the_field_labels_and_gold_labels_win(tmp_path: Path, ti
               if a < end and start < b]  # fmt: skip
     assert inside and set(inside) == {2.0}
     gold = {**examples[0].labels, "sentiment": "negative"}  # a label in the data wins over the file's
-    (kept,), _ = with_field_labels([type(examples[0])(**{**examples[0].__dict__, "labels": gold})],
-                                   read_field_labels(labels_file))  # fmt: skip
+    file_labels = read_field_labels(labels_file)
+    (kept,), _ = with_field_labels([dataclasses.replace(examples[0], labels=gold)], file_labels)
     assert kept.labels["sentiment"] == "negative" and kept.labels["urgency_level"] == "high"
 
     code = main(["train", "--data", str(data), "--base-model", str(tiny_model_dir),

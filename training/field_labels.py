@@ -32,6 +32,7 @@ from app.contract import CATEGORIES, PromptItem
 from app.contract.metadata import CATEGORIES_MAX_ITEMS, Sentiment, Urgency
 from app.contract.prompt import item_message
 from training.data.examples import LabeledExample
+from training.data.record_rows import validate_metadata
 from training.errors import DataError, TrainingError
 
 LABELLER_SYSTEM_PROMPT = (
@@ -222,36 +223,30 @@ def build_field_labeller(model_location: str, *, cpu_threads: int | None = None)
     return FieldLabeller(model, tokenizer)
 
 
-def write_field_labels(path: Path, rows: Iterable[Mapping[str, Any]]) -> int:
-    """Write rows atomically (a crash leaves the old file, never half a new one); returns the count."""
+def write_field_labels(path: Path, rows: Iterable[Mapping[str, Any]]) -> None:
+    """Write rows atomically (a crash leaves the old file, never half a new one)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
-    count = 0
     with partial.open("w", encoding="utf-8") as out:
         for row in rows:
             out.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
-            count += 1
     partial.replace(path)
-    return count
 
 
-def _check_labels(labels: Any) -> list[str]:
+def _check_labels(labels: Any) -> tuple[dict[str, Any], list[str]]:
+    """(labels, problems): only the labelled fields, each checked by the schema's own field rules."""
     if not isinstance(labels, dict):
-        return ["`labels` must be an object"]
-    problems = [f"unknown field {name!r} (expected {', '.join(LABELLED_FIELDS)})" for name in labels
-                if name not in LABELLED_FIELDS]  # fmt: skip
-    for question in FIELD_QUESTIONS:
-        if question.field not in labels:
+        return {}, ["`labels` must be an object"]
+    checked: dict[str, Any] = {}
+    problems = []
+    for name, value in labels.items():
+        if name not in LABELLED_FIELDS:
+            problems.append(f"unknown field {name!r} (expected {', '.join(LABELLED_FIELDS)})")
             continue
-        value = labels[question.field]
-        values = value if question.multi else [value]
-        if question.multi and not (isinstance(value, list) and 1 <= len(value) <= CATEGORIES_MAX_ITEMS):
-            problems.append(f"{question.field} must be a list of 1-{CATEGORIES_MAX_ITEMS} labels")
-            continue
-        bad = [v for v in values if v not in question.options]
-        if bad:
-            problems.append(f"{question.field}: {bad!r} not among {', '.join(question.options)}")
-    return problems
+        valid, field_problems = validate_metadata({name: value})
+        checked.update(valid)
+        problems += [f"{problem} (got {value!r})" for problem in field_problems]
+    return checked, problems
 
 
 def read_field_labels(path: Path) -> dict[str, dict[str, Any]]:
@@ -271,10 +266,10 @@ def read_field_labels(path: Path) -> dict[str, dict[str, Any]]:
         if not isinstance(row, dict) or not isinstance(row.get("key"), str):
             problems.append(f"line {number}: expected an object with a string `key`")
             continue
-        row_problems = _check_labels(row.get("labels"))
+        labels, row_problems = _check_labels(row.get("labels"))
         problems += [f"line {number}: {problem}" for problem in row_problems]
         if not row_problems:
-            by_key[row["key"]] = dict(row["labels"])
+            by_key[row["key"]] = labels
     if problems:
         raise DataError(path, problems)
     return by_key
