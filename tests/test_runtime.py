@@ -243,6 +243,8 @@ def test_bench_json_prints_the_documented_keys(tiny_model_dir: Path, tmp_path: P
     assert genai_entry["schema_valid_rate"] == 1.0 and genai_entry["items"] == 2
     assert report["constraint_overhead"]["tokens"] > 0
     assert report["machine"]["cores"] >= 1
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    assert ("avx2" in report["machine"]["cpu_flags"]) == (" avx2" in cpuinfo)  # what the kernels can use
     limits = report["machine"]["limits"]
     assert limits["gemm_gflops_fp32"] > 0 and limits["copy_read_gb_s"] > 0
     for entry in (torch_entry, genai_entry):  # where the time went, and the share of the limits

@@ -47,6 +47,8 @@ DEFAULT_CONFIGS = [
     "openvino-genai-int4",
 ]
 BASELINE = "torch-fp32"
+# The instruction sets int8/fp32 kernels pick from: two VMs of one name can differ 2-3x by these.
+SPEED_FLAGS = {"avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8"}
 UNCONSTRAINED_SUFFIX = "/unconstrained"
 # The keys every entry of `configs` has (docs/performance.md); extra keys follow them.
 ENTRY_KEYS = (
@@ -266,10 +268,13 @@ def machine() -> dict[str, Any]:
     from importlib.metadata import PackageNotFoundError, version
 
     cpu = platform.processor() or platform.machine()
+    flags: list[str] = []
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = sorted(set(line.split(":", 1)[1].split()) & SPEED_FLAGS)
                 break
     except OSError:
         pass
@@ -281,6 +286,7 @@ def machine() -> dict[str, Any]:
             versions[package] = None
     return {
         "cpu": cpu,
+        "cpu_flags": flags,
         "cores": os.cpu_count(),
         "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "platform": platform.platform(),
