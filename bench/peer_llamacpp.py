@@ -7,14 +7,16 @@ concurrency, in one run, with the ratio.
 What is the same on both sides:
 - the model: `--gguf` (default: the fast preset's base GGUF in the data dir) is what llama.cpp
   serves, natively and as Q8_0 made with `llama-quantize` from it; ours is `--model` (default: the
-  registry version built from that GGUF, OpenVINO int8 of its de-quantised weights);
+  registry version built from that GGUF, OpenVINO int8 of its de-quantised weights). For a tuned
+  version, convert its merged `hf/` directory with llama.cpp's `convert_hf_to_gguf.py --outtype
+  q8_0` and pass that file as `--q8-gguf` with the version as `--model`;
 - the prompts: `worker.pipeline.build_prompt` with the model's own tokenizer and chat template,
   sent to llama.cpp as text (`/completion`, special tokens parsed), checked to give the same
   prompt token count;
 - the schema and budget: the first attempt's (`decoding_attempts()[0]`: the contract's generated
   schema, greedy, `token_budget` new tokens), as llama.cpp's `json_schema`;
-- the concurrency: ours is `enhancer bench` with batches of `--concurrency`; llama.cpp gets that
-  many parallel slots and that many requests in flight.
+- the concurrency: ours is `enhancer bench` with batches of `--concurrency` (default: the worker's
+  `ENHANCER_MAX_BATCH`); llama.cpp gets that many parallel slots and that many requests in flight.
 
 What is not: ours retries a row that fails validation (on the bounded retry schema) and stops a
 looping string; llama.cpp does neither, so a llama.cpp output is counted valid when it parses and
@@ -37,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -59,8 +62,13 @@ def _post(url: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
     request = urllib.request.Request(
         url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
     )
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        return dict(json.loads(response.read()))
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return dict(json.loads(response.read()))
+    except urllib.error.HTTPError as error:  # llama-server says why in the body
+        raise SystemExit(
+            f"error: {url}: HTTP {error.code}: {error.read().decode(errors='replace')}"
+        ) from error
 
 
 def default_sources(data_dir: Path) -> tuple[Path, Path]:
@@ -257,23 +265,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--llama-quantize", type=Path, required=True, help="llama.cpp's quantizer")
     parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("ENHANCER_DATA_DIR", "data")))
     parser.add_argument("--gguf", type=Path, help="GGUF for llama.cpp (default: fast preset's base)")
+    parser.add_argument(
+        "--q8-gguf", type=Path, help="llama.cpp's Q8_0 as is (no requantize, no native run); with --model"
+    )
     parser.add_argument("--model", type=Path, help="our model (default: the version built from that GGUF)")
     parser.add_argument("--items", type=int, default=16, help="first N seed items (default 16)")
-    parser.add_argument("--concurrency", type=int, default=4, help="requests in flight, batch (default 4)")
+    parser.add_argument(
+        "--concurrency", type=int, help="requests in flight and our batch (default: ENHANCER_MAX_BATCH)"
+    )
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="CPU threads per engine")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds (default 2)")
     parser.add_argument("--json", type=Path, help="also write the full report here")
     args = parser.parse_args(argv)
 
+    if args.concurrency is None:
+        from app.core.config import get_settings
+
+        args.concurrency = get_settings().max_batch_size
     default_gguf, default_model = default_sources(args.data_dir)
-    gguf, model = args.gguf or default_gguf, args.model or default_model
+    gguf, model = args.q8_gguf or args.gguf or default_gguf, args.model or default_model
     for path in (args.llama_server, args.llama_quantize, gguf, model):
         if not path.exists():
             raise SystemExit(f"error: {path} does not exist (pull the model with `enhancer model pull`)")
     prompts, counts = build_prompts(model, args.items)
     with tempfile.TemporaryDirectory() as tmp:
-        q8 = quantize_q8(args.llama_quantize, gguf, Path(tmp))
-        peers = {PEER_Q8: q8, f"llama.cpp-native ({gguf.name})": gguf}
+        if args.q8_gguf:  # made elsewhere (a tuned model: convert_hf_to_gguf.py --outtype q8_0)
+            peers = {PEER_Q8: args.q8_gguf}
+        else:
+            q8 = quantize_q8(args.llama_quantize, gguf, Path(tmp))
+            peers = {PEER_Q8: q8, f"llama.cpp-native ({gguf.name})": gguf}
         ctx = max(counts) + 1024
         rounds: list[dict[str, dict[str, Any]]] = []
         for number in range(args.rounds):
