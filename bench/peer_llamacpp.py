@@ -33,7 +33,6 @@ import argparse
 import contextlib
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -48,14 +47,11 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from bench.load_post import free_port  # noqa: E402
+from worker.bench import nearest_rank_percentile  # noqa: E402  (the p95 rule of our side, for both)
+
 OURS_CONFIG = "openvino-genai-int8"
 PEER_Q8 = "llama.cpp-Q8_0"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _post(url: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
@@ -88,14 +84,15 @@ def quantize_q8(llama_quantize: Path, gguf: Path, out_dir: Path) -> Path:
     return target
 
 
-def build_prompts(model: Path, items: int | None) -> tuple[list[str], list[int]]:
+def build_prompts(model: Path, items: int | None, cache_dir: Path) -> tuple[list[str], list[int]]:
     """The pipeline's first-attempt prompts for the bench items, and their token counts."""
     from transformers import AutoTokenizer
 
     from worker.bench_items import SEED_FILE, load_items
     from worker.pipeline import _derive, build_prompt
+    from worker.runtime.loading import classify_source, ensure_hf_dir
 
-    tokenizer = AutoTokenizer.from_pretrained(str(model / "hf") if (model / "hf").is_dir() else str(model))
+    tokenizer = AutoTokenizer.from_pretrained(ensure_hf_dir(classify_source(str(model)), cache_dir))
     bench_items = [b.item for b in load_items(SEED_FILE) if b.item is not None]
     bench_items = bench_items[:items] if items else bench_items
     prompts = [build_prompt(item, _derive(item), tokenizer) for item in bench_items]
@@ -109,7 +106,7 @@ class LlamaServer:
     def __init__(
         self, binary: Path, gguf: Path, *, slots: int, threads: int, ctx_per_slot: int, log: Path
     ) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         command = [str(binary), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(self.port)]
         command += ["-t", str(threads), "-tb", str(threads), "-np", str(slots)]
@@ -181,7 +178,7 @@ def run_peer(
     for _, result in results:
         with contextlib.suppress(json.JSONDecodeError, KeyError):
             valid += validator.is_valid(json.loads(result["content"]))
-    latencies = sorted(latency for latency, _ in results)
+    latencies = [latency for latency, _ in results]
     timings = [result.get("timings", {}) for _, result in results]
     generated = sum(int(t.get("predicted_n", 0)) for t in timings)
     evaluated = [int(r.get("tokens_evaluated", 0)) for _, r in results]
@@ -191,7 +188,7 @@ def run_peer(
         "items_per_s": len(results) / seconds,
         "tokens_per_s": generated / seconds,
         "p50_s": statistics.median(latencies),
-        "p95_s": latencies[min(len(latencies) - 1, round(0.95 * (len(latencies) - 1)))],
+        "p95_s": nearest_rank_percentile(latencies, 0.95),
         "schema_valid_rate": valid / len(results),
         "peak_rss_mb": server.peak_rss_mb(),
         "seconds": seconds,
@@ -287,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     for path in (args.llama_server, args.llama_quantize, gguf, model):
         if not path.exists():
             raise SystemExit(f"error: {path} does not exist (pull the model with `enhancer model pull`)")
-    prompts, counts = build_prompts(model, args.items)
+    prompts, counts = build_prompts(model, args.items, args.data_dir / "models" / "cache")
     with tempfile.TemporaryDirectory() as tmp:
         if args.q8_gguf:  # made elsewhere (a tuned model: convert_hf_to_gguf.py --outtype q8_0)
             peers = {PEER_Q8: args.q8_gguf}

@@ -78,7 +78,8 @@ class RunOptions:
     overhead_items: int
 
 
-def _percentile(values: list[float], q: float) -> float:
+def nearest_rank_percentile(values: list[float], q: float) -> float:
+    """The value at rank round(q x (n - 1)) of the sorted values, q in 0-1 (p95 of 16 items: the 15th)."""
     if not values:
         return float("nan")
     ordered = sorted(values)
@@ -160,7 +161,7 @@ def run_pipeline(name: str, options: RunOptions) -> dict[str, Any]:
         "items_per_s": len(outcomes) / seconds if seconds else None,
         "tokens_per_s": tokens / seconds if seconds else None,
         "p50_s": statistics.median(latencies) if latencies else None,
-        "p95_s": _percentile(latencies, 0.95) if latencies else None,
+        "p95_s": nearest_rank_percentile(latencies, 0.95) if latencies else None,
         "peak_rss_mb": _peak_rss_mb(),
         "schema_valid_rate": len(valid) / len(outcomes) if outcomes else None,
         "ratio_vs_torch_fp32": None,
@@ -228,7 +229,7 @@ def run_overhead(name: str, options: RunOptions) -> dict[str, Any]:
             "items_per_s": len(items) / free_s if free_s else None,
             "tokens_per_s": tokens / free_s if free_s else None,
             "p50_s": statistics.median(free_latencies) if free_latencies else None,
-            "p95_s": _percentile(free_latencies, 0.95) if free_latencies else None,
+            "p95_s": nearest_rank_percentile(free_latencies, 0.95) if free_latencies else None,
             "peak_rss_mb": _peak_rss_mb(),
             "schema_valid_rate": free_valid / len(items) if items else None,
             "ratio_vs_torch_fp32": None,
