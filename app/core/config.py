@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     weight_precision: Literal["fp32", "fp16", "int8", "int4"] = Field(
         default="int8", validation_alias="ENHANCER_PRECISION"
     )
-    # 8 rows per call: 1.7x the items/s of 4 on 2 cores, records identical (docs/performance.md).
+    # 8 rows per call: 1.4-1.7x the items/s of 4 on 2 cores, records identical (docs/performance.md).
     max_batch_size: int = Field(default=8, ge=1, le=64, validation_alias="ENHANCER_MAX_BATCH")
 
     # Jobs
