@@ -224,6 +224,56 @@ def test_a_record_stored_but_not_indexed_is_picked_up_by_the_backlog(api: TestCl
     assert index_backlog() == 0  # indexed once
 
 
+@pytest.mark.parametrize("database_url", [None])  # SQLite's one write lock; PostgreSQL locks rows
+def test_the_worker_embeds_a_record_before_it_takes_the_write_lock(
+    api: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The API's submissions wait on SQLite's one write lock: the worker must not hold it while
+    MiniLM runs (a second connection takes the lock at once during every embedding call)."""
+    import sqlite3
+
+    import numpy as np
+
+    import worker.indexing
+    from app.core.db import get_engine
+    from app.knowledge.embeddings import from_bytes, get_minilm
+    from app.knowledge.stories import embedding_text
+
+    minilm, database = get_minilm(), get_engine().url.database
+    lock_free: list[bool] = []
+
+    class LockProbe:
+        def vectors(self, texts: list[str]) -> np.ndarray:
+            probe = sqlite3.connect(str(database), timeout=0, isolation_level=None)
+            try:
+                probe.execute("BEGIN IMMEDIATE")
+                probe.execute("ROLLBACK")
+                lock_free.append(True)
+            except sqlite3.OperationalError:  # "database is locked"
+                lock_free.append(False)
+            finally:
+                probe.close()
+            return minilm.vectors(texts)
+
+    monkeypatch.setattr(worker.indexing, "embedder", LockProbe)
+    summary = "Anthropic opened its first Asia-Pacific office in Tokyo."
+    record_id = add_record(
+        source="TLDR AI", headline="Anthropic opens an office in Tokyo", summary=summary,
+        entities=["Anthropic"], key_topics=["Expansion", "AI companies"], content="Tokyo office.",
+        index=False,
+    )  # fmt: skip
+    assert worker.indexing.index_records([record_id]) == 1
+    assert lock_free == [True]  # one batch for the record and its topics, with the lock free
+    with session_scope() as session:
+        record = session.get(Record, record_id)
+        assert record is not None and record.story_id is not None
+        text = embedding_text(
+            {"headline": "Anthropic opens an office in Tokyo", "summary": summary}, "Tokyo office."
+        )
+        assert record.embedding is not None
+        assert np.allclose(from_bytes(record.embedding), minilm.vectors([text])[0], atol=1e-5)
+
+
 def test_grouping_keeps_its_precision_and_recall_on_the_labelled_pairs() -> None:
     """tests/data/story_pairs.jsonl: 120 hand-labelled pairs, most negatives one company's two events
     in one week. `python bench/story_pairs.py` prints the same numbers, per kind and over a sweep."""

@@ -16,9 +16,9 @@ from datetime import timedelta
 from sqlalchemy.exc import IntegrityError
 
 from app.core import broker
-from app.core.db import session_scope
+from app.core.db import read_session_scope, session_scope
 from app.knowledge.embeddings import MiniLM, get_minilm
-from app.knowledge.indexer import Indexed, index_record, pending_records
+from app.knowledge.indexer import Indexed, PrecomputedVectors, index_record, pending_records, texts_to_embed
 from app.models import Record
 
 log = logging.getLogger("worker.index")
@@ -33,11 +33,18 @@ def embedder() -> MiniLM:
 
 def _index_one(record_id: str, attempts: int = 3) -> Indexed | None:
     model = embedder()
+    with read_session_scope() as session:
+        record = session.get(Record, record_id)
+        if record is None:
+            return None
+        texts = texts_to_embed(record)
+    with _lock:  # the vectors before the write transaction (app/knowledge/indexer.py says why)
+        vectors = PrecomputedVectors(model, texts)
     for attempt in range(1, attempts + 1):
         try:
             with _lock, session_scope() as session:
                 record = session.get(Record, record_id)
-                return None if record is None else index_record(session, record=record, embedder=model)
+                return None if record is None else index_record(session, record=record, embedder=vectors)
         except IntegrityError:
             # Another worker added the same new topic (or story row) first: look again with theirs.
             if attempt == attempts:

@@ -114,6 +114,17 @@ class Vocabulary:
         self.vectors = np.vstack([self.vectors, vector[None, :]])
 
 
+def _wanted_topics(raw_topics: Sequence[str]) -> list[tuple[str, str]]:
+    """(display name, key) of each raw topic that has a key."""
+    wanted = [(display_name(raw), topic_key(raw)) for raw in raw_topics]
+    return [(name, key) for name, key in wanted if key]
+
+
+def topic_display_names(raw_topics: Sequence[str]) -> list[str]:
+    """The names `canonical_topic_ids` may embed for these raw topics."""
+    return [name for name, _ in _wanted_topics(raw_topics)]
+
+
 def canonical_topic_ids(
     session: Session, *, raw_topics: Sequence[str], embed: Any, vocabulary: Vocabulary | None = None
 ) -> list[str]:
@@ -122,8 +133,7 @@ def canonical_topic_ids(
     `embed(texts) -> (n, 384)` embeds the display names; one call per record.
     """
     vocabulary = vocabulary or Vocabulary.load(session)
-    wanted = [(display_name(raw), topic_key(raw)) for raw in raw_topics]
-    wanted = [(name, key) for name, key in wanted if key]
+    wanted = _wanted_topics(raw_topics)
     unknown = [i for i, (_, key) in enumerate(wanted) if key not in vocabulary.aliases]
     vectors = embed([wanted[i][0] for i in unknown]) if unknown else []
     vector_of = dict(zip(unknown, vectors, strict=True))
