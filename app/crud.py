@@ -53,7 +53,7 @@ def find_item(session: Session, *, message_id: str, content_hash: str) -> Item |
     ).first()
 
 
-def create_item(session: Session, *, item: EnhanceItem) -> Item:
+def create_item(session: Session, *, item: EnhanceItem, content_hash: str | None = None) -> Item:
     row = Item(
         id=new_id(),  # known before the flush: the job can point at it without a round trip
         source=item.source,
@@ -62,7 +62,7 @@ def create_item(session: Session, *, item: EnhanceItem) -> Item:
         date=as_utc(item.date),
         message_id=item.message_id,
         content=item.content,
-        content_sha256=content_sha256(item.content),
+        content_sha256=content_hash or content_sha256(item.content),
         url=str(item.url) if item.url else None,
         links=list(item.links),
         has_html=item.has_html,
@@ -97,19 +97,67 @@ class SubmittedStory:
     created: bool  # a job was created by this submission
 
 
+class KnownItems:
+    """The items a write group may meet, looked up at once: the stored ones matching any of its
+    (message_id, content) pairs with their latest jobs (two queries for the group, not two per
+    item), then the ones the group creates. Valid only while the group's writes cannot be rolled
+    back in part (no savepoints): a group that fails is redone without it."""
+
+    def __init__(self, session: Session, items: Sequence[EnhanceItem]) -> None:
+        wanted = {(item.message_id, content_sha256(item.content)) for item in items}
+        message_ids = sorted({message_id for message_id, _ in wanted})
+        self._items: dict[tuple[str, str], Item] = {}
+        self._jobs: dict[str, Job] = {}
+        for start in range(0, len(message_ids), _IN_CHUNK):
+            rows = session.scalars(
+                select(Item).where(Item.message_id.in_(message_ids[start : start + _IN_CHUNK]))
+            )
+            self._items.update(
+                ((row.message_id, row.content_sha256), row)
+                for row in rows
+                if (row.message_id, row.content_sha256) in wanted
+            )
+        item_ids = [row.id for row in self._items.values()]
+        for start in range(0, len(item_ids), _IN_CHUNK):
+            jobs = session.scalars(
+                select(Job)
+                .where(Job.item_id.in_(item_ids[start : start + _IN_CHUNK]))
+                .order_by(Job.created_at)
+            )
+            self._jobs.update((job.item_id, job) for job in jobs)  # the latest one stays
+
+    def item(self, *, message_id: str, content_hash: str) -> Item | None:
+        return self._items.get((message_id, content_hash))
+
+    def latest_job(self, *, item_id: str) -> Job | None:
+        return self._jobs.get(item_id)
+
+    def add(self, item: Item, job: Job | None) -> None:
+        self._items[(item.message_id, item.content_sha256)] = item
+        if job is not None:
+            self._jobs[item.id] = job
+
+
+_IN_CHUNK = 500  # ids per IN (...): under SQLite's limit on bound parameters
+
+
 def submit_items(
     session: Session,
     *,
     items: Sequence[EnhanceItem],
     idempotency_key: str | None = None,
     request_id: str | None = None,
+    known: KnownItems | None = None,
 ) -> list[SubmittedJob]:
     """Persist items and their jobs. A re-sent item (same message_id and content) maps to its job
-    (which keeps its own request id)."""
+    (which keeps its own request id). With `known` (a group's lookups done at once) nothing is
+    flushed here: the group flushes once, at its end."""
     submitted = [
-        _submit_item(session, item, idempotency_key=idempotency_key, request_id=request_id) for item in items
+        _submit_item(session, item, idempotency_key=idempotency_key, request_id=request_id, known=known)
+        for item in items
     ]
-    session.flush()
+    if known is None:
+        session.flush()
     return [SubmittedJob(s.job, s.created) for s in submitted if s.job is not None]
 
 
@@ -121,21 +169,31 @@ def _submit_item(
     request_id: str | None = None,
     email_id: str | None = None,
     placement: StoryPlacement | None = None,
+    known: KnownItems | None = None,
 ) -> SubmittedStory:
     """One item and its job; an item stored before maps to its latest job. A story placed as
     sponsored in its e-mail is stored without a job (and maps to none when it comes again)."""
-    existing = find_item(session, message_id=item.message_id, content_hash=content_sha256(item.content))
+    content_hash = content_sha256(item.content)
+    if known is not None:
+        existing = known.item(message_id=item.message_id, content_hash=content_hash)
+    else:
+        existing = find_item(session, message_id=item.message_id, content_hash=content_hash)
     if existing is not None:
-        job = latest_job_for_item(session, item_id=existing.id)
+        if known is not None:
+            job = known.latest_job(item_id=existing.id)
+        else:
+            job = latest_job_for_item(session, item_id=existing.id)
         if job is not None or (placement is not None and existing.sponsored):
             return SubmittedStory(existing, job, created=False)
         row = existing
     else:
-        row = create_item(session, item=item)
+        row = create_item(session, item=item, content_hash=content_hash)
         if placement is not None:
             row.email_id, row.section = email_id, placement.section
             row.position, row.sponsored = placement.position, placement.sponsored
     if placement is not None and placement.sponsored:
+        if known is not None:
+            known.add(row, None)
         return SubmittedStory(row, None, created=False)
     job = Job(
         id=new_id(),
@@ -145,6 +203,8 @@ def _submit_item(
         request_id=request_id,
     )
     session.add(job)
+    if known is not None:
+        known.add(row, job)
     return SubmittedStory(row, job, created=True)
 
 
@@ -165,18 +225,23 @@ def submit_email(
     email: Email,
     stories: Sequence[tuple[EnhanceItem, StoryPlacement]],
     request_id: str | None = None,
+    known: KnownItems | None = None,
 ) -> list[SubmittedStory]:
     """Persist an e-mail, its stories as items, and a job per story that is not sponsored.
 
     A story already stored (same message_id and content: the e-mail forwarded again, or sent
-    through /v1/enhance before) maps to its item and job instead of a new one."""
+    through /v1/enhance before) maps to its item and job instead of a new one. `known`: as in
+    `submit_items`."""
     email.id = email.id or new_id()  # the items point at it before the flush
     session.add(email)
     submitted = [
-        _submit_item(session, item, request_id=request_id, email_id=email.id, placement=placement)
+        _submit_item(
+            session, item, request_id=request_id, email_id=email.id, placement=placement, known=known
+        )
         for item, placement in stories
     ]
-    session.flush()
+    if known is None:
+        session.flush()
     return submitted
 
 

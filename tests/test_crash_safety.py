@@ -92,7 +92,7 @@ def test_worker_killed_mid_job_loses_nothing(
 
 
 def test_redis_restart_with_jobs_queued_loses_nothing(
-    service_env, monkeypatch, start_worker, seed_items, private_redis
+    service_env, monkeypatch, start_worker, seed_items, private_redis, caplog
 ) -> None:
     apply_env(monkeypatch, service_env, BROKER_URL=private_redis.url, **FAST_RECOVERY_ENV)
     with TestClient(create_app(), headers=API_HEADERS) as client:
@@ -102,6 +102,8 @@ def test_redis_restart_with_jobs_queued_loses_nothing(
         private_redis.kill()
         # Redis down: the API still accepts (the job is in the database), it just cannot enqueue.
         queued.append(_post(client, seed_items[1]))
+        # its publish (after the publisher's linger) fails before Redis is back
+        _wait_for(lambda: "broker unreachable" in caplog.text, "the publisher never tried the downed Redis")
         private_redis.start()
         assert private_redis.queued_messages() == 0  # every message is gone
         worker = start_worker(service_env)

@@ -31,6 +31,7 @@ from app.core.batches import batches_until_stopped
 from app.core.config import Settings
 from app.core.db import write_session_scope
 from app.crud import (
+    KnownItems,
     StoryPlacement,
     SubmittedStory,
     count_queued_jobs,
@@ -163,12 +164,14 @@ def store_submission(
     submission: Submission,
     *,
     isolate: bool = True,
+    known: KnownItems | None = None,
 ) -> Accepted:
     """Store one submission in the session's transaction; refusals (422, 429) raise.
 
     A refusal decided before anything is written needs no undo. Only a submission that might be
     refused after writing (near the queue limit: the 429 counts only the jobs it would create), or
     any submission when `isolate`, runs inside a SAVEPOINT - they cost a flush and two statements.
+    `known`: the group's item lookups, done at once (fast path only: savepoints could undo its rows).
     """
     replayed = _replay(session, settings, submission)  # may raise IdempotencyKeyReused; reads only
     if replayed is not None:
@@ -176,11 +179,16 @@ def store_submission(
     queued_before = queue_depth.current(session)
     if not isolate and queued_before + len(submission.items) <= settings.max_queued_jobs:
         try:
-            accepted = _write(session, settings, submission, queued_before)
+            accepted = _write(session, settings, submission, queued_before, known)
         except Exception as error:
             raise _GroupAborted from error
         queue_depth.add(len(accepted.created))
         return accepted
+    if not isolate:  # the group's rows so far go in before the savepoint: their failure is the group's
+        try:
+            session.flush()
+        except Exception as error:
+            raise _GroupAborted from error
     for attempt in range(_TRIES):
         savepoint = session.begin_nested()
         try:
@@ -231,7 +239,13 @@ def _email_accepted(stories: list[SubmittedStory], email: Email, *, replayed: bo
     )
 
 
-def _write(session: Session, settings: Settings, submission: Submission, queued_before: int) -> Accepted:
+def _write(
+    session: Session,
+    settings: Settings,
+    submission: Submission,
+    queued_before: int,
+    known: KnownItems | None = None,
+) -> Accepted:
     key = submission.idempotency_key
     if submission.email is not None:
         row = Email(**submission.email.fields)
@@ -240,12 +254,13 @@ def _write(session: Session, settings: Settings, submission: Submission, queued_
             email=row,
             stories=list(zip(submission.items, submission.email.placements, strict=True)),
             request_id=submission.request_id,
+            known=known,
         )
         accepted = _email_accepted(stories, row)
         _check_queue(settings, queued_before, accepted.created)
         return accepted
     submitted = submit_items(
-        session, items=submission.items, idempotency_key=key, request_id=submission.request_id
+        session, items=submission.items, idempotency_key=key, request_id=submission.request_id, known=known
     )
     created = [s.job.id for s in submitted if s.created]
     _check_queue(settings, queued_before, created)
@@ -279,7 +294,7 @@ class SubmissionWriter:
     def __init__(self, settings: Settings, publisher: JobPublisher | None = None) -> None:
         self.settings = settings
         self.queue_depth = QueueDepth()
-        self.publisher = publisher or JobPublisher()
+        self.publisher = publisher or JobPublisher(batch_size=settings.max_batch_size)
         self._pending: queue.SimpleQueue[_Waiter | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="enhancer-writer", daemon=True)
         self._thread.start()
@@ -320,16 +335,26 @@ class SubmissionWriter:
     def _write_group(self, submissions: list[Submission], *, isolate: bool) -> list[Accepted | BaseException]:
         outcomes: list[Accepted | BaseException] = []
         with write_session_scope() as session:
+            known = None if isolate else KnownItems(session, [i for s in submissions for i in s.items])
+            # The fast path writes at its end only: a row the database refuses fails the final flush
+            # (the group is redone), never another submission's query. A second use of one key or
+            # e-mail within the group is then caught by the unique constraints, and redone alike.
+            session.autoflush = isolate
             for submission in submissions:
                 try:
                     stored = store_submission(
-                        session, self.settings, self.queue_depth, submission, isolate=isolate
+                        session, self.settings, self.queue_depth, submission, isolate=isolate, known=known
                     )
                     outcomes.append(stored)
                 except _GroupAborted:
                     raise
                 except Exception as error:  # this request's answer (422, 429, ...); the rest go on
                     outcomes.append(error)
+            if known is not None:
+                try:
+                    session.flush()  # the whole group's rows at once
+                except Exception as error:
+                    raise _GroupAborted from error
         return outcomes
 
     @staticmethod
