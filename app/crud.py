@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Executable, and_, delete, func, or_, select, update
+from sqlalchemy import CursorResult, Executable, Table, and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -53,9 +53,9 @@ def find_item(session: Session, *, message_id: str, content_hash: str) -> Item |
     ).first()
 
 
-def create_item(session: Session, *, item: EnhanceItem, content_hash: str | None = None) -> Item:
-    row = Item(
-        id=new_id(),  # known before the flush: the job can point at it without a round trip
+def new_item_row(item: EnhanceItem, *, content_hash: str | None = None) -> Item:
+    return Item(
+        id=new_id(),  # known before the insert: the job can point at it without a round trip
         source=item.source,
         subject=item.subject,
         sender=item.from_,
@@ -67,8 +67,6 @@ def create_item(session: Session, *, item: EnhanceItem, content_hash: str | None
         links=list(item.links),
         has_html=item.has_html,
     )
-    session.add(row)
-    return row
 
 
 def latest_job_for_item(session: Session, *, item_id: str) -> Job | None:
@@ -98,47 +96,78 @@ class SubmittedStory:
 
 
 class KnownItems:
-    """The items a write group may meet, looked up at once: the stored ones matching any of its
-    (message_id, content) pairs with their latest jobs (two queries for the group, not two per
-    item), then the ones the group creates. Valid only while the group's writes cannot be rolled
-    back in part (no savepoints): a group that fails is redone without it."""
+    """A write group's items: the stored ones matching any of its (message_id, content) pairs,
+    found with one query for the group (not two per item), and the rows the group creates, inserted
+    together by `insert_new` (one statement per table, not the unit of work's per-object flush).
+    Valid only while the group's writes cannot be rolled back in part (no savepoints): a group that
+    fails is redone without it."""
 
     def __init__(self, session: Session, items: Sequence[EnhanceItem]) -> None:
+        self._session = session
         wanted = {(item.message_id, content_sha256(item.content)) for item in items}
         message_ids = sorted({message_id for message_id, _ in wanted})
-        self._items: dict[tuple[str, str], Item] = {}
-        self._jobs: dict[str, Job] = {}
+        self._stored: dict[tuple[str, str], str] = {}  # -> item id
         for start in range(0, len(message_ids), _IN_CHUNK):
-            rows = session.scalars(
-                select(Item).where(Item.message_id.in_(message_ids[start : start + _IN_CHUNK]))
+            rows = session.connection().execute(
+                _STORED_ITEMS, {"ids": message_ids[start : start + _IN_CHUNK]}
             )
-            self._items.update(
-                ((row.message_id, row.content_sha256), row)
-                for row in rows
-                if (row.message_id, row.content_sha256) in wanted
+            self._stored.update(
+                ((message_id, digest), item_id)
+                for item_id, message_id, digest in rows
+                if (message_id, digest) in wanted
             )
-        item_ids = [row.id for row in self._items.values()]
-        for start in range(0, len(item_ids), _IN_CHUNK):
-            jobs = session.scalars(
-                select(Job)
-                .where(Job.item_id.in_(item_ids[start : start + _IN_CHUNK]))
-                .order_by(Job.created_at)
-            )
-            self._jobs.update((job.item_id, job) for job in jobs)  # the latest one stays
+        self._created: dict[tuple[str, str], Item] = {}
+        self._jobs: dict[str, Job] = {}  # the latest job of each item created here or given a job here
+        self._new_items: list[Item] = []
+        self._new_jobs: list[Job] = []
 
     def item(self, *, message_id: str, content_hash: str) -> Item | None:
-        return self._items.get((message_id, content_hash))
+        key = (message_id, content_hash)
+        if key in self._created:
+            return self._created[key]
+        item_id = self._stored.get(key)
+        return None if item_id is None else self._session.get(Item, item_id)  # a re-sent item: rare
 
     def latest_job(self, *, item_id: str) -> Job | None:
-        return self._jobs.get(item_id)
+        return self._jobs.get(item_id) or latest_job_for_item(self._session, item_id=item_id)
 
     def add(self, item: Item, job: Job | None) -> None:
-        self._items[(item.message_id, item.content_sha256)] = item
+        """A row to insert (`item` may be a stored one, given a new job)."""
+        key = (item.message_id, item.content_sha256)
+        if item not in self._session and key not in self._created:
+            self._created[key] = item
+            self._new_items.append(item)
         if job is not None:
             self._jobs[item.id] = job
+            self._new_jobs.append(job)
+
+    def insert_new(self) -> None:
+        """The group's new rows, after the ORM's own (e-mails, keys: items point at e-mails), as Core
+        executemany INSERTs: the unit of work's flush cost 0.75 ms a group at 200 POST/s."""
+        self._session.flush()
+        connection = self._session.connection()
+        for model, rows in ((Item, self._new_items), (Job, self._new_jobs)):
+            by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+            for row in rows:
+                values = _set_columns(row)  # the columns' defaults fill the rest
+                by_columns.setdefault(tuple(values), []).append(values)
+            for params in by_columns.values():  # one executemany per set of columns given
+                connection.execute(_INSERTS[model], params)
+        self._new_items, self._new_jobs = [], []
+
+
+def _set_columns(row: Item | Job) -> dict[str, Any]:
+    """Column key -> value of each column attribute set on a new row."""
+    state = row.__dict__
+    return {attr.columns[0].key: state[attr.key] for attr in row.__mapper__.column_attrs if attr.key in state}
 
 
 _IN_CHUNK = 500  # ids per IN (...): under SQLite's limit on bound parameters
+# Built once: constructing and keying a statement per group cost more than running it (0.3 vs 0.07 ms).
+_STORED_ITEMS = select(Item.id, Item.message_id, Item.content_sha256).where(
+    Item.message_id.in_(bindparam("ids", expanding=True))
+)
+_INSERTS = {Item: cast(Table, Item.__table__).insert(), Job: cast(Table, Job.__table__).insert()}
 
 
 def submit_items(
@@ -150,8 +179,8 @@ def submit_items(
     known: KnownItems | None = None,
 ) -> list[SubmittedJob]:
     """Persist items and their jobs. A re-sent item (same message_id and content) maps to its job
-    (which keeps its own request id). With `known` (a group's lookups done at once) nothing is
-    flushed here: the group flushes once, at its end."""
+    (which keeps its own request id). With `known` (the group's lookups done at once) the new rows
+    wait in it, for the group's one insert."""
     submitted = [
         _submit_item(session, item, idempotency_key=idempotency_key, request_id=request_id, known=known)
         for item in items
@@ -187,25 +216,26 @@ def _submit_item(
             return SubmittedStory(existing, job, created=False)
         row = existing
     else:
-        row = create_item(session, item=item, content_hash=content_hash)
+        row = new_item_row(item, content_hash=content_hash)
         if placement is not None:
             row.email_id, row.section = email_id, placement.section
             row.position, row.sponsored = placement.position, placement.sponsored
-    if placement is not None and placement.sponsored:
-        if known is not None:
-            known.add(row, None)
-        return SubmittedStory(row, None, created=False)
-    job = Job(
-        id=new_id(),
-        item_id=row.id,
-        status=JobStatus.queued,
-        idempotency_key=idempotency_key,
-        request_id=request_id,
-    )
-    session.add(job)
+        if known is None:
+            session.add(row)
+    job = None
+    if placement is None or not placement.sponsored:
+        job = Job(
+            id=new_id(),
+            item_id=row.id,
+            status=JobStatus.queued,
+            idempotency_key=idempotency_key,
+            request_id=request_id,
+        )
     if known is not None:
         known.add(row, job)
-    return SubmittedStory(row, job, created=True)
+    elif job is not None:
+        session.add(job)
+    return SubmittedStory(row, job, created=job is not None)
 
 
 # E-mails ------------------------------------------------------------------------------------

@@ -92,6 +92,41 @@ def test_one_group_mixes_accepted_replayed_and_refused_submissions(writer: Submi
     assert sorted(published) == sorted(ledger.job_status)  # every stored job handed to the broker once
 
 
+def test_a_group_maps_items_stored_before_and_items_repeated_in_it_to_one_job_each(
+    writer: SubmissionWriter,
+) -> None:
+    """The group's one lookup and one insert (crud.KnownItems) keep what per-item queries gave."""
+
+    async def scenario() -> tuple[Accepted, list[object]]:
+        earlier = await writer.submit(Submission([_item(0)]))
+        grouped = await _submit_as_one_group(
+            writer,
+            [
+                Submission([_item(0), _item(1)]),  # stored in an earlier group + new
+                Submission([_item(1)]),  # new in this group, from another request
+                Submission([_item(1), _item(0)]),  # both again
+            ],
+        )
+        return earlier, grouped
+
+    earlier, (first, second, third) = asyncio.run(scenario())
+    assert isinstance(first, Accepted) and isinstance(second, Accepted) and isinstance(third, Accepted)
+    assert first.jobs[0] == earlier.jobs[0] and first.created == [first.jobs[1][0]]
+    assert second.jobs == [first.jobs[1]] and not second.created
+    assert third.jobs == [first.jobs[1], earlier.jobs[0]] and not third.created
+    ledger = read_ledger()
+    assert sorted(ledger.job_status) == sorted([earlier.jobs[0][0], first.jobs[1][0]])
+    assert set(ledger.job_status.values()) == {"queued"}
+
+
+def test_a_retry_of_a_keyed_request_in_the_same_group_gets_its_jobs(writer: SubmissionWriter) -> None:
+    keyed = [Submission([_item(1), _item(2)], "key-b", request_sha256({"n": 1})) for _ in range(2)]
+    first, retry = asyncio.run(_submit_as_one_group(writer, keyed))
+    assert isinstance(first, Accepted) and isinstance(retry, Accepted)
+    assert len(first.jobs) == 2 and retry.jobs == first.jobs  # never an empty replay
+    assert sorted(read_ledger().job_status) == sorted(job for job, _ in first.jobs)
+
+
 def test_answers_wait_for_the_commit(writer: SubmissionWriter) -> None:
     """A 202 means stored: the answer comes only after the group's transaction committed."""
 

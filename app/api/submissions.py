@@ -184,9 +184,9 @@ def store_submission(
             raise _GroupAborted from error
         queue_depth.add(len(accepted.created))
         return accepted
-    if not isolate:  # the group's rows so far go in before the savepoint: their failure is the group's
+    if known is not None:  # the group's rows so far go in before the savepoint: their failure is the group's
         try:
-            session.flush()
+            known.insert_new()
         except Exception as error:
             raise _GroupAborted from error
     for attempt in range(_TRIES):
@@ -265,6 +265,8 @@ def _write(
     created = [s.job.id for s in submitted if s.created]
     _check_queue(settings, queued_before, created)
     if key:
+        if known is not None:  # the key is flushed now: a replay later in the group reads its jobs
+            known.insert_new()
         save_idempotency_key(
             session,
             key=key,
@@ -352,7 +354,7 @@ class SubmissionWriter:
                     outcomes.append(error)
             if known is not None:
                 try:
-                    session.flush()  # the whole group's rows at once
+                    known.insert_new()  # the whole group's rows at once
                 except Exception as error:
                     raise _GroupAborted from error
         return outcomes
