@@ -38,7 +38,7 @@ class JobPublisher:
         self,
         send: Callable[[list[str]], bool] = _enqueue,
         *,
-        batch_size: int = 8,
+        batch_size: int,  # ids per broker message: the worker's model batch (settings.max_batch_size)
         linger_seconds: float = LINGER_SECONDS,
     ) -> None:
         self._send = send

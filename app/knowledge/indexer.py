@@ -63,10 +63,16 @@ class PrecomputedVectors:
         return np.stack([self._vectors[text] for text in texts])
 
 
+def _fields_and_text(record: Record) -> tuple[dict[str, Any], str]:
+    """What indexing reads of a record: its fields as corrected, and its item's plain text."""
+    return effective_metadata(record.data, record.corrected_data), html_to_text(
+        record.item.content, record.item.has_html
+    )
+
+
 def texts_to_embed(record: Record) -> list[str]:
     """Every text `index_record` embeds for this record: its embedding text, then its topics' names."""
-    metadata = effective_metadata(record.data, record.corrected_data)
-    text = html_to_text(record.item.content, record.item.has_html)
+    metadata, text = _fields_and_text(record)
     return [embedding_text(metadata, text), *topic_display_names(metadata.get("key_topics") or [])]
 
 
@@ -81,9 +87,8 @@ class Indexed:
 def index_record(
     session: Session, *, record: Record, embedder: Embedder, vocabulary: Vocabulary | None = None
 ) -> Indexed:
-    metadata = effective_metadata(record.data, record.corrected_data)
+    metadata, text = _fields_and_text(record)
     first_time = record.story_id is None
-    text = html_to_text(record.item.content, record.item.has_html)
     record.embedding = to_bytes(embedder.vectors([embedding_text(metadata, text)])[0])
     topic_ids = canonical_topic_ids(
         session,
